@@ -1,0 +1,73 @@
+"""Saving and loading model artifacts safely (`torch.load(weights_only=True)` only).
+
+    det, info = load_detector("artifacts/model")   # info: image_size, threshold, config, ...
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .models import Generator, HybridDetector
+
+FORMAT = "dfd-detector/1"
+
+
+class CheckpointError(RuntimeError):
+    """A model file is missing, not a torch checkpoint, tampered, or from another model."""
+
+
+def safe_load(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"model file not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError,
+            AttributeError, TypeError, OSError) as exc:
+        raise CheckpointError(
+            f"{path}: not a loadable checkpoint (corrupt, truncated, or contains non-tensor objects; "
+            f"only weights_only files are accepted): {type(exc).__name__}: {str(exc)[:200]}"
+        ) from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(obj).__name__}")
+    return obj
+
+
+def save_detector(path: Path, model: HybridDetector, image_size: int, threshold: float,
+                  extra: dict[str, Any] | None = None) -> None:
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save({"format": FORMAT, "config": dict(model.config), "image_size": image_size,
+                "threshold": float(threshold), "state_dict": state, **(extra or {})}, path)
+
+
+def load_detector(model_dir_or_file: str | Path, device: str = "cpu") -> tuple[HybridDetector, dict[str, Any]]:
+    """Rebuild the detector from detector.pt; errors name the file and what is wrong."""
+    path = Path(model_dir_or_file)
+    if path.is_dir():
+        path = path / "detector.pt"
+    ckpt = safe_load(path)
+    if ckpt.get("format") != FORMAT or "state_dict" not in ckpt or "config" not in ckpt:
+        raise CheckpointError(f"{path}: not a dfd detector checkpoint (format {ckpt.get('format')!r})")
+    try:
+        model = HybridDetector(**ckpt["config"])
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    except (RuntimeError, TypeError, KeyError) as exc:
+        raise CheckpointError(f"{path}: weights do not match the stored config: {str(exc)[:300]}") from None
+    model.eval().to(device)
+    info = {k: v for k, v in ckpt.items() if k != "state_dict"}
+    return model, info
+
+
+def load_generator(path: str | Path) -> Generator:
+    ckpt = safe_load(path)
+    try:
+        gen = Generator(**ckpt["config"])
+        gen.load_state_dict(ckpt["state_dict"])
+    except (RuntimeError, TypeError, KeyError) as exc:
+        raise CheckpointError(f"{path}: not a dfd generator checkpoint: {str(exc)[:300]}") from None
+    return gen.eval()

@@ -1,0 +1,109 @@
+"""`dfd`: one thin command per pipeline stage. Paths come from argv (dvc.yaml), settings from params.yaml.
+
+    dfd data demo data/                 dfd data import SRC data/
+    dfd validate data artifacts/clean reports/validation
+    dfd split artifacts/clean artifacts/splits reports/split
+    dfd train artifacts/splits artifacts/model reports/train [--resume] [--dry-run]
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Deepfake face-image detector pipeline.")
+data_app = typer.Typer(no_args_is_help=True, help="Create or import raw data under data/.")
+app.add_typer(data_app, name="data")
+console = Console(stderr=True)
+PARAMS = typer.Option(Path("params.yaml"), "--params", help="params file (typed schema)")
+
+
+def _params(path: Path):
+    from .params import ParamsError, load_params
+
+    try:
+        return load_params(path)
+    except ParamsError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _fail(exc: Exception) -> None:
+    console.print(f"[red]error:[/red] {exc}")
+    raise typer.Exit(2)
+
+
+def _show(obj: dict) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+@data_app.command("demo")
+def data_demo(out: Path = typer.Argument(Path("data")), per_class: int = 120, seed: int = 0) -> None:
+    """Write the deterministic synthetic demo set (same bytes every time)."""
+    from .demo import make_demo
+
+    _show(make_demo(out, per_class, seed))
+
+
+@data_app.command("import")
+def data_import(src: Path, dest: Path = typer.Argument(Path("data"))) -> None:
+    """Copy a labelled dataset (real/+fake/, Kaggle 140k, ciplab) into DEST, bytes and names kept."""
+    from .importer import ImportLayoutError, import_dataset
+
+    try:
+        _show(import_dataset(src, dest))
+    except ImportLayoutError as exc:
+        _fail(exc)
+    console.print(f"next: dvc add {dest}")
+
+
+@app.command()
+def validate(data: Path, clean: Path, reports: Path, params: Path = PARAMS,
+             cache: Path = typer.Option(None, help="per-file results cache (jsonl, keyed by sha256)"),
+             progress: bool = True) -> None:
+    """Validate every image with Great Expectations; write the cleaned dataset."""
+    from .images import DataLayoutError
+    from .validate import validate as run
+
+    p = _params(params)
+    try:
+        _show(run(data, clean, reports, p.validate_, p.seed, cache, progress))
+    except DataLayoutError as exc:
+        _fail(exc)
+
+
+@app.command()
+def split(clean: Path, out: Path, reports: Path, params: Path = PARAMS) -> None:
+    """Deterministic stratified train/val/test split, near-duplicates kept together."""
+    from .split import split as run
+
+    p = _params(params)
+    try:
+        _show(run(clean, out, reports, p.split, p.seed))
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(exc)
+
+
+@app.command()
+def train(splits: Path, model: Path, reports: Path, params: Path = PARAMS,
+          checkpoints: Path = typer.Option(Path("artifacts/checkpoints"), help="resumable last.pt lives here"),
+          resume: bool = typer.Option(False, help="continue from checkpoints/last.pt"),
+          dry_run: bool = typer.Option(False, help="2 batches per epoch (smoke test)"),
+          progress: bool = True) -> None:
+    """Train the hybrid SE-ResNet34 GAN; the discriminator is the detector."""
+    from .train import train as run
+
+    p = _params(params)
+    try:
+        card = run(splits, model, reports, p, ckpt_dir=checkpoints, resume=resume, dry_run=dry_run,
+                   progress=progress)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        _fail(exc)
+    _show({"best_epoch": card["best_epoch"], "val": card["val_metrics"]})
+
+
+def main() -> None:  # pragma: no cover
+    app()

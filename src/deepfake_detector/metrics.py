@@ -1,0 +1,65 @@
+"""Binary detection metrics (fake = positive class = 1), via scikit-learn."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn import metrics as skm
+
+
+def choose_threshold(y: np.ndarray, prob: np.ndarray) -> float:
+    """Threshold maximising balanced accuracy (Youden's J) on validation data; 0.5 if undefined."""
+    if len(np.unique(y)) < 2:
+        return 0.5
+    fpr, tpr, thr = skm.roc_curve(y, prob)
+    j = tpr - fpr
+    best = int(np.argmax(j))
+    return float(np.clip(thr[best], 1e-6, 1 - 1e-6))
+
+
+def expected_calibration_error(y: np.ndarray, prob: np.ndarray, bins: int = 15) -> float:
+    edges = np.linspace(0, 1, bins + 1)
+    idx = np.clip(np.digitize(prob, edges[1:-1]), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            ece += m.mean() * abs(prob[m].mean() - y[m].mean())
+    return float(ece)
+
+
+def equal_error_rate(y: np.ndarray, prob: np.ndarray) -> float:
+    fpr, tpr, _ = skm.roc_curve(y, prob)
+    fnr = 1 - tpr
+    i = int(np.nanargmin(np.abs(fnr - fpr)))
+    return float((fpr[i] + fnr[i]) / 2)
+
+
+def tpr_at_fpr(y: np.ndarray, prob: np.ndarray, max_fpr: float = 0.01) -> float:
+    fpr, tpr, _ = skm.roc_curve(y, prob)
+    ok = fpr <= max_fpr
+    return float(tpr[ok].max()) if ok.any() else 0.0
+
+
+def binary_metrics(y: np.ndarray, prob: np.ndarray, threshold: float) -> dict[str, float]:
+    """Threshold metrics at `threshold` plus ranking and calibration metrics."""
+    y, prob = np.asarray(y, int), np.asarray(prob, float)
+    pred = (prob >= threshold).astype(int)
+    both = len(np.unique(y)) == 2
+    tn, fp, fn, tp = skm.confusion_matrix(y, pred, labels=[0, 1]).ravel()
+    out = {
+        "accuracy": skm.accuracy_score(y, pred),
+        "precision": skm.precision_score(y, pred, zero_division=0),
+        "recall": skm.recall_score(y, pred, zero_division=0),
+        "f1": skm.f1_score(y, pred, zero_division=0),
+        "roc_auc": skm.roc_auc_score(y, prob) if both else float("nan"),
+        "average_precision": skm.average_precision_score(y, prob) if both else float("nan"),
+        "eer": equal_error_rate(y, prob) if both else float("nan"),
+        "tpr_at_1pct_fpr": tpr_at_fpr(y, prob, 0.01) if both else float("nan"),
+        "brier": skm.brier_score_loss(y, prob) if both else float(np.mean((prob - y) ** 2)),
+        "ece": expected_calibration_error(y, prob),
+        "fpr_real": fp / max(fp + tn, 1),
+        "threshold": threshold,
+        "n": len(y),
+        "tp": tp, "fp": fp, "tn": tn, "fn": fn,
+    }
+    return {k: (int(v) if k in ("n", "tp", "fp", "tn", "fn") else round(float(v), 6)) for k, v in out.items()}

@@ -1,0 +1,162 @@
+"""The paper's networks: SE-ResNet34 discriminator/detector, DCGAN generator, weighted BCE.
+
+    from deepfake_detector.models import HybridDetector, Generator, WeightedBCELoss
+    d = HybridDetector(stem="small"); logits = d(torch.rand(8, 3, 64, 64))   # (8,)
+    emb = d.forward_head(d.forward_features(x), pre_logits=True)             # (8, 512)
+
+Inputs are RGB in [0, 1]; ImageNet normalisation happens inside the detector, so generated
+images (sigmoid output) and dataset images go through the same path.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from torchvision.models.resnet import BasicBlock, ResNet
+
+Stem = Literal["imagenet", "small", "cifar"]
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class SEGate(nn.Module):
+    """Squeeze-excitation channel attention: x * sigmoid(W2 relu(W1 avgpool(x)))."""
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        hidden = max(channels // reduction, 4)
+        self.fc1 = nn.Conv2d(channels, hidden, 1)
+        self.fc2 = nn.Conv2d(hidden, channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, C, H, W)
+        w = x.mean((2, 3), keepdim=True)  # (B, C, 1, 1)
+        return x * torch.sigmoid(self.fc2(torch.relu(self.fc1(w))))
+
+
+class SEBasicBlock(BasicBlock):
+    """torchvision's BasicBlock with an SE gate after bn2, before the residual add.
+
+    State-dict keys stay torchvision's (plus `se.*`), so ImageNet weights load unchanged.
+    """
+
+    reduction = 16
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.se = SEGate(self.bn2.num_features, self.reduction) if self.reduction > 0 else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.se(self.bn2(self.conv2(out)))
+        return self.relu(out + identity)
+
+
+def _block_with(reduction: int) -> type[SEBasicBlock]:
+    return type(f"SEBasicBlock_r{reduction}", (SEBasicBlock,), {"reduction": reduction})
+
+
+class HybridDetector(nn.Module):
+    """SE-ResNet34 + extra convs + BN + dropout -> one real/fake logit (fake = 1)."""
+
+    def __init__(self, stem: Stem = "small", se_reduction: int = 16, extra_convs: int = 2,
+                 dropout: float = 0.3) -> None:
+        super().__init__()
+        self.config = dict(stem=stem, se_reduction=se_reduction, extra_convs=extra_convs, dropout=dropout)
+        net = ResNet(_block_with(se_reduction), [3, 4, 6, 3])
+        if stem != "imagenet":  # 64x64 inputs: keep resolution for the first stage
+            net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+        if stem == "cifar":
+            net.maxpool = nn.Identity()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        self.extra = nn.Sequential(*[
+            nn.Sequential(nn.Conv2d(512, 512, 3, padding=1, bias=False), nn.BatchNorm2d(512), nn.ReLU(inplace=True))
+            for _ in range(extra_convs)
+        ])
+        self.num_features = 512
+        self.head_norm = nn.BatchNorm1d(512)
+        self.head_drop = nn.Dropout(dropout)
+        self.fc = nn.Linear(512, 1)
+
+    def blocks(self) -> list[BasicBlock]:
+        return [b for layer in (self.layer1, self.layer2, self.layer3, self.layer4) for b in layer]
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        # (B, 3, 64, 64) in [0,1] -> (B, 512, 4, 4) with the small stem (2x2 imagenet, 8x8 cifar)
+        x = (x - self.mean) / self.std
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # small: (B, 64, 32, 32)
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.extra(x)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = self.head_norm(torch.flatten(x.mean((2, 3)), 1))  # (B, 512)
+        if pre_logits:
+            return x
+        return self.fc(self.head_drop(x)).squeeze(1)  # (B,)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def load_pretrained(self, path: str | Path) -> dict[str, list[str]]:
+        """Load a torchvision resnet34 state dict from a local file (never downloads)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"pretrained weights not found: {path} (model.pretrained_weights must be a local torchvision "
+                "resnet34 state dict, e.g. resnet34-b627a593.pth; set it to null to train from scratch)"
+            )
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        own = self.state_dict()
+        usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        skipped = sorted(set(state) - set(usable))
+        self.load_state_dict(usable, strict=False)
+        return {"loaded": sorted(usable), "skipped": skipped}
+
+
+class Generator(nn.Module):
+    """DCGAN generator: (B, latent_dim) noise -> (B, 3, size, size) in [0, 1]."""
+
+    def __init__(self, latent_dim: int = 100, width: int = 64, image_size: int = 64) -> None:
+        super().__init__()
+        n_up = int(math.log2(image_size // 4))
+        if 4 * 2**n_up != image_size:
+            raise ValueError(f"generator needs image_size = 4 * 2^k, got {image_size}")
+        self.latent_dim = latent_dim
+        ch = width * 2 ** (n_up - 1)
+        layers: list[nn.Module] = [nn.ConvTranspose2d(latent_dim, ch, 4, 1, 0, bias=False),
+                                   nn.BatchNorm2d(ch), nn.ReLU(True)]  # (B, ch, 4, 4)
+        for _ in range(n_up - 1):  # each doubles H, W and halves channels
+            layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch // 2), nn.ReLU(True)]
+            ch //= 2
+        layers += [nn.ConvTranspose2d(ch, 3, 4, 2, 1), nn.Sigmoid()]  # (B, 3, size, size)
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z.view(z.shape[0], self.latent_dim, 1, 1))
+
+
+class WeightedBCELoss(nn.Module):
+    """Binary cross-entropy on logits with a weight per class: w[target] * bce, averaged."""
+
+    def __init__(self, class_weights: tuple[float, float] = (1.0, 1.0)) -> None:
+        super().__init__()
+        self.register_buffer("class_weights", torch.tensor(class_weights, dtype=torch.float32))
+
+    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
+        targets = targets.float()
+        w = self.class_weights[targets.long()]
+        loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), targets, reduction="none")
+        return (w * loss).mean()
+
+
+def class_weights_from_counts(n_real: int, n_fake: int) -> tuple[float, float]:
+    """Balanced weights N / (2 N_c), so each class contributes equally."""
+    total = n_real + n_fake
+    return (total / (2 * max(n_real, 1)), total / (2 * max(n_fake, 1)))

@@ -1,0 +1,36 @@
+"""Reading split CSVs (written by the `split` stage) back into absolute paths and labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .images import LABELS
+
+
+def read_split(splits_dir: str | Path, name: str) -> pd.DataFrame:
+    """Columns path (absolute), label, y (0 real / 1 fake), source, plus the manifest columns."""
+    splits_dir = Path(splits_dir)
+    csv = splits_dir / f"{name}.csv"
+    if not csv.is_file():
+        raise FileNotFoundError(f"{csv} not found: run `dfd split` first")
+    frame = pd.read_csv(csv, dtype={"phash": str})
+    root_file = splits_dir / "root.txt"
+    root = (splits_dir / root_file.read_text().strip()) if root_file.is_file() else splits_dir
+    frame["path"] = [str((root / p).resolve()) for p in frame["path"]]
+    frame["y"] = frame["label"].map({lab: i for i, lab in enumerate(LABELS)}).astype(int)
+    if "source" not in frame:
+        frame["source"] = "unknown"
+    return frame
+
+
+def read_folder(folder: str | Path) -> pd.DataFrame:
+    """A labelled folder (real/, fake/) as a split-like frame; unlabelled files get label ''."""
+    from .images import iter_labelled_files
+
+    rows = [{"path": str(p.resolve()), "label": lab} for p, lab in iter_labelled_files(folder)]
+    frame = pd.DataFrame(rows, columns=["path", "label"])
+    frame["y"] = frame["label"].map({lab: i for i, lab in enumerate(LABELS)}).astype(int)
+    frame["source"] = [Path(p).name.split("__", 1)[0] if "__" in Path(p).name else "unknown" for p in frame["path"]]
+    return frame

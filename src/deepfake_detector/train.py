@@ -1,0 +1,293 @@
+"""Stage `train`: the hybrid GAN. The discriminator is the detector.
+
+    dfd train artifacts/splits artifacts/model reports/train [--resume] [--dry-run]
+
+Each step the discriminator D learns real (0) vs dataset fakes (1) with a weighted BCE, plus
+`gan_weight` x BCE(D(G(z)), fake) on generated faces; the generator G learns to make D say
+real. Checkpoints every epoch (artifacts/checkpoints/last.pt) so `--resume` continues a killed
+run to the same end; the best epoch by `train.select_metric` on val becomes detector.pt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .augment import augment, jpeg_cpu, to_input
+from .checkpoint import safe_load, save_detector
+from .metrics import binary_metrics, choose_threshold
+from .models import Generator, HybridDetector, WeightedBCELoss, class_weights_from_counts
+from .params import Params
+from .splits_io import read_split
+from .tensorcache import decode_all
+
+IS_MAIN = int(os.environ.get("RANK", "0")) == 0  # rank-0-only logging if launched distributed
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+class GradReverse(torch.autograd.Function):
+    """Identity forward; negated gradient backward (G ascends the loss D descends)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return -grad
+
+
+@dataclass
+class TrainState:
+    epoch: int = -1  # last completed epoch
+    best_score: float = -float("inf")
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    stopped_early: bool = False
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+@torch.no_grad()
+def predict_proba(model: HybridDetector, images: torch.Tensor, size: int, device: torch.device,
+                  batch_size: int = 128) -> np.ndarray:
+    """Fake probability for a uint8 (N, 3, H, W) tensor."""
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = to_input(images[i:i + batch_size], size).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out.append(torch.sigmoid(model(x).float()).cpu())
+    return torch.cat(out).numpy() if out else np.zeros(0)
+
+
+class Trainer:
+    def __init__(self, p: Params, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor,
+                 val_y: np.ndarray, model_dir: Path, ckpt_dir: Path, report_dir: Path, device: torch.device,
+                 progress: bool = True, max_batches: int | None = None) -> None:
+        self.p, self.t, self.device = p, p.train, device
+        self.train_x, self.train_y, self.val_x, self.val_y = train_x, train_y, val_x, val_y
+        self.model_dir, self.ckpt_dir, self.report_dir = model_dir, ckpt_dir, report_dir
+        self.progress, self.max_batches = progress and IS_MAIN, max_batches
+        torch.manual_seed(p.seed)
+        m = p.model
+        self.D = HybridDetector(m.stem, m.se_reduction, m.extra_convs, m.dropout)
+        self.pretrained = self.D.load_pretrained(m.pretrained_weights) if m.pretrained_weights else None
+        self.G = Generator(m.latent_dim, m.generator_width, self.t.image_size)
+        if device.type == "cuda":
+            self.D, self.G = self.D.to(device, memory_format=torch.channels_last), self.G.to(device)
+        self.opt_d = torch.optim.AdamW(self.D.parameters(), lr=self.t.lr, weight_decay=self.t.weight_decay)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=self.t.lr_generator, betas=(0.5, 0.999))
+        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt_d, T_max=self.t.epochs)
+        counts = torch.bincount(train_y, minlength=2).tolist()
+        w = class_weights_from_counts(*counts) if self.t.class_weights == "auto" else self.t.class_weights
+        self.class_weights = tuple(float(v) for v in w)
+        self.crit = WeightedBCELoss(self.class_weights).to(device)
+        self.state = TrainState()
+        self.z_fixed = torch.randn(32, m.latent_dim, generator=torch.Generator().manual_seed(p.seed))
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+
+    def _run_batch(self, xb: torch.Tensor, yb: torch.Tensor, gen: torch.Generator) -> tuple[float, float]:
+        """One D+G step: one D forward over [dataset batch; generated batch].
+
+        The generated half reaches D through a gradient-reversal layer, so a single backward
+        trains D to call generated faces fake and G to make D call them real (minimax GAN):
+        one D pass per step instead of three.
+        """
+        a, dev = self.t.augment, self.device
+        x = augment(jpeg_cpu(xb, a, gen).to(dev, non_blocking=True), self.t.image_size, a, gen)
+        y = yb.to(dev)
+        n_gen = max(2, len(xb) // 2) if self.t.gan_weight > 0 else 0
+        self.opt_d.zero_grad(set_to_none=True)
+        self.opt_g.zero_grad(set_to_none=True)
+        with self._autocast():
+            if n_gen:
+                z = torch.randn(n_gen, self.p.model.latent_dim, generator=gen).to(dev)
+                x = torch.cat([x, GradReverse.apply(self.G(z).to(x.dtype))])
+            if dev.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            logits = self.D(x).float()
+            loss_real = self.crit(logits[: len(xb)], y)
+            loss_gen = (F.binary_cross_entropy_with_logits(logits[len(xb):], torch.ones(n_gen, device=dev))
+                        if n_gen else torch.zeros((), device=dev))
+            loss = loss_real + self.t.gan_weight * loss_gen
+        loss.backward()
+        self.opt_d.step()
+        if n_gen:
+            self.opt_g.step()
+        # g_loss reported as the non-saturating generator loss on this batch: -log D_real(G(z))
+        g_loss = float(F.softplus(logits[len(xb):]).mean()) if n_gen else float("nan")
+        return float(loss), g_loss
+
+    def _run_epoch(self, epoch: int) -> dict[str, float]:
+        seed = self.p.seed * 1000 + epoch  # per-epoch RNG: a resumed run replays the same epochs
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        self.D.train(), self.G.train()
+        order = torch.randperm(len(self.train_x), generator=gen)
+        bs = self.t.batch_size
+        batches = [order[i:i + bs] for i in range(0, len(order), bs) if len(order[i:i + bs]) > 1]
+        if self.max_batches:
+            batches = batches[: self.max_batches]
+        d_losses, g_losses, n_img, t0 = [], [], 0, time.perf_counter()
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{self.t.epochs}", unit="batch", disable=not self.progress,
+                   leave=False)
+        for idx in bar:
+            d, g = self._run_batch(self.train_x[idx], self.train_y[idx], gen)
+            d_losses.append(d), g_losses.append(g)
+            n_img += len(idx)
+            bar.set_postfix(d=f"{d:.3f}", g=f"{g:.3f}")
+        self.sched.step()
+        secs = time.perf_counter() - t0
+        return {"d_loss": float(np.mean(d_losses)), "g_loss": float(np.nanmean(g_losses)) if self.t.gan_weight > 0
+                else float("nan"), "images_per_s": n_img / max(secs, 1e-9), "epoch_s": secs}
+
+    def _evaluate(self) -> tuple[dict[str, float], float]:
+        prob = predict_proba(self.D, self.val_x, self.t.image_size, self.device)
+        thr = choose_threshold(self.val_y, prob)
+        return binary_metrics(self.val_y, prob, thr), thr
+
+    def _save_checkpoint(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save({"D": self.D.state_dict(), "G": self.G.state_dict(), "opt_d": self.opt_d.state_dict(),
+                    "opt_g": self.opt_g.state_dict(), "sched": self.sched.state_dict(),
+                    "state": asdict(self.state)}, tmp)
+        os.replace(tmp, path)  # a kill mid-save never leaves a half-written checkpoint
+
+    def _load_checkpoint(self, path: Path) -> None:
+        ckpt = safe_load(path)
+        self.D.load_state_dict(ckpt["D"]), self.G.load_state_dict(ckpt["G"])
+        self.opt_d.load_state_dict(ckpt["opt_d"]), self.opt_g.load_state_dict(ckpt["opt_g"])
+        self.sched.load_state_dict(ckpt["sched"])
+        self.state = TrainState(**ckpt["state"])
+
+    def _save_best(self, threshold: float, metrics: dict[str, float]) -> None:
+        self.model_dir.mkdir(parents=True, exist_ok=True)
+        save_detector(self.model_dir / "detector.pt", self.D, self.t.image_size, threshold,
+                      {"val_metrics": metrics, "epoch": self.state.epoch})
+        m = self.p.model
+        torch.save({"config": {"latent_dim": m.latent_dim, "width": m.generator_width,
+                               "image_size": self.t.image_size},
+                    "state_dict": {k: v.cpu() for k, v in self.G.state_dict().items()}},
+                   self.model_dir / "generator.pt")
+
+    def fit(self, resume: bool = False, stop_after: int | None = None) -> TrainState:
+        from dvclive import Live
+
+        last = self.ckpt_dir / "last.pt"
+        if resume and last.is_file():
+            self._load_checkpoint(last)
+        with Live(str(self.report_dir), dvcyaml=False, save_dvc_exp=False, resume=resume,
+                  report=None) as live:
+            for epoch in range(self.state.epoch + 1, self.t.epochs):
+                if self.state.stopped_early or (stop_after is not None and epoch >= stop_after):
+                    break
+                stats = self._run_epoch(epoch)
+                metrics, thr = self._evaluate()
+                self.state.epoch = epoch
+                score = metrics[self.t.select_metric]
+                if score > self.state.best_score:
+                    self.state.best_score, self.state.best_epoch, self.state.bad_epochs = score, epoch, 0
+                    self._save_best(thr, metrics)
+                else:
+                    self.state.bad_epochs += 1
+                    self.state.stopped_early = self.state.bad_epochs >= self.t.patience
+                row = {"epoch": epoch, **stats, **{f"val_{k}": v for k, v in metrics.items()}}
+                self.state.history.append(row)
+                if IS_MAIN:
+                    for k in ("d_loss", "g_loss"):
+                        if not np.isnan(stats[k]):
+                            live.log_metric(f"train/{k}", stats[k])
+                    for k in ("roc_auc", "accuracy", "f1", "precision", "recall", "average_precision"):
+                        live.log_metric(f"val/{k}", metrics[k])
+                    live.next_step()
+                    tqdm.write(f"epoch {epoch + 1}: d_loss {stats['d_loss']:.4f} g_loss {stats['g_loss']:.4f} "
+                               f"val_auc {metrics['roc_auc']:.4f} val_acc {metrics['accuracy']:.4f} "
+                               f"({stats['images_per_s']:.0f} img/s)")
+                self._save_checkpoint(last)
+            if IS_MAIN and self.state.best_epoch >= 0:
+                best = next(h for h in self.state.history if h["epoch"] == self.state.best_epoch)
+                live.summary["best"] = {"epoch": self.state.best_epoch,
+                                        **{k[4:]: v for k, v in best.items() if k.startswith("val_")}}
+        return self.state
+
+
+def _data_version() -> str | None:
+    """md5 of data/ from data.dvc in the current project, if any."""
+    import yaml
+
+    for parent in [Path.cwd(), *Path.cwd().parents]:
+        dvc_file = parent / "data.dvc"
+        if dvc_file.is_file():
+            outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs") or [{}]
+            return outs[0].get("md5")
+    return None
+
+
+def train(splits_dir: str | Path, model_dir: str | Path, report_dir: str | Path, p: Params, *,
+          ckpt_dir: str | Path = "artifacts/checkpoints", resume: bool = False, dry_run: bool = False,
+          progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:
+    """Train, write artifacts and reports; return the best-epoch val metrics and run info."""
+    import torchvision
+    from torchvision.utils import save_image
+
+    if p.train.threads:
+        torch.set_num_threads(p.train.threads)
+    model_dir, report_dir, ckpt_dir = Path(model_dir), Path(report_dir), Path(ckpt_dir)
+    device = pick_device(p.train.device)
+    size = p.train.image_size
+    load_size = round(size * 1.25)  # room for the random resized crop
+    tr, va = read_split(splits_dir, "train"), read_split(splits_dir, "val")
+    if tr["y"].nunique() < 2 or va.empty:
+        raise ValueError("training needs both classes in the train split and a non-empty val split")
+    t0 = time.perf_counter()
+    train_x, ok_tr = decode_all(tr["path"].tolist(), load_size, progress, "decode train")
+    val_x, ok_va = decode_all(va["path"].tolist(), size, progress, "decode val")
+    train_x, train_y = train_x[ok_tr], torch.tensor(tr["y"].to_numpy()[ok_tr])
+    val_x, val_y = val_x[ok_va], va["y"].to_numpy()[ok_va]
+    decode_s = time.perf_counter() - t0
+
+    trainer = Trainer(p, train_x, train_y, val_x, val_y, model_dir, ckpt_dir, report_dir, device, progress,
+                      max_batches=2 if dry_run else None)
+    t1 = time.perf_counter()
+    state = trainer.fit(resume=resume, stop_after=stop_after)
+    fit_s = time.perf_counter() - t1
+    if state.best_epoch < 0:
+        raise RuntimeError("no epoch finished: nothing to save")
+    best = state.history[[h["epoch"] for h in state.history].index(state.best_epoch)]
+    with torch.no_grad():
+        trainer.G.eval()
+        save_image(trainer.G(trainer.z_fixed.to(device)).float().cpu(), report_dir / "samples.png", nrow=8)
+    card = {
+        "model": "hybrid SE-ResNet34 GAN discriminator", "positive_class": "fake",
+        "data_version_md5": _data_version(), "params": p.model_dump(by_alias=True),
+        "class_weights": trainer.class_weights, "best_epoch": state.best_epoch,
+        "epochs_run": state.epoch + 1, "stopped_early": state.stopped_early,
+        "val_metrics": {k[4:]: v for k, v in best.items() if k.startswith("val_")},
+        "pretrained": None if trainer.pretrained is None else {"skipped": trainer.pretrained["skipped"]},
+        "device": str(device) + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""),
+        "n_train": int(len(train_x)), "n_val": int(len(val_x)),
+        "unreadable_skipped": int((~ok_tr).sum() + (~ok_va).sum()),
+        "decode_s": round(decode_s, 2), "fit_s": round(fit_s, 2),
+        "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__},
+    }
+    (model_dir / "model_card.json").write_text(json.dumps(card, indent=2, default=float) + "\n")
+    return card

@@ -1,0 +1,234 @@
+"""Stage `validate`: one metadata row per file, a Great Expectations suite, a cleaned dataset.
+
+    dfd validate data artifacts/clean reports/validation --cache artifacts/cache/validate.jsonl
+
+Rejection reasons (first that applies, in this order):
+- unreadable: zero bytes, truncated, not an image, decompression bomb (> validate.max_pixels)
+- unsupported: symlink (its bytes are not versioned), animated (n_frames > 1), 16-bit/float
+  modes (I;16, I, F), grayscale (L, LA, 1) unless validate.allow_grayscale. RGBA, P, CMYK and
+  YCbCr are kept and converted to RGB on load (alpha composited on white).
+- too_small: width or height < validate.min_size
+- duplicate: same bytes as an earlier file of the same class (the first by path is kept)
+- conflicting_label: same bytes or near-same pHash under both labels: every copy removed
+- label_issue: flagged by confident learning (only removed when validate.label_issue.remove)
+
+`data/` is only read. Per-file results are cached by sha256 in the cache file, so a re-run
+after adding a few files decodes only those files.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm import tqdm
+
+from .features import cheap_features
+from .gx_suite import REASONS, run_suite
+from .hashing import components, near_pairs
+from .images import CONVERTIBLE_MODES, GRAYSCALE_MODES, iter_labelled_files, to_rgb
+from .label_issues import find_label_issues
+from .params import ValidateParams
+
+MANIFEST_COLUMNS = ["path", "label", "sha256", "format", "mode", "width", "height", "bytes", "phash", "source"]
+_CACHED_KEYS = ("decodes", "error", "format", "mode", "bands", "width", "height", "n_frames",
+                "exif_orientation", "phash", "features")
+
+
+def decode_metadata(data: bytes, max_pixels: int) -> dict[str, Any]:
+    """Fully decode image bytes; never raises. Keys: _CACHED_KEYS."""
+    import io
+
+    import imagehash
+
+    meta: dict[str, Any] = {k: None for k in _CACHED_KEYS}
+    meta.update(decodes=False, n_frames=None)
+    if not data:
+        meta["error"] = "empty file"
+        return meta
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                w, h = img.size
+                if w * h > max_pixels:
+                    meta["error"] = f"decompression bomb: {w}x{h} > {max_pixels} pixels"
+                    return meta
+                meta.update(format=img.format, mode=img.mode, bands=len(img.getbands()),
+                            width=w, height=h, n_frames=int(getattr(img, "n_frames", 1)),
+                            exif_orientation=int(img.getexif().get(0x0112, 1)))
+                img.load()
+                rgb = to_rgb(img) if img.mode not in ("I;16", "I;16B", "I;16L", "I", "F") else None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        meta["error"] = f"decompression bomb: {exc}"
+        return meta
+    except Exception as exc:  # noqa: BLE001 - any decoder failure means unreadable
+        meta["error"] = f"{type(exc).__name__}: {exc}"
+        return meta
+    meta["decodes"] = True
+    if rgb is not None:
+        if meta["exif_orientation"] in (5, 6, 7, 8):
+            meta["width"], meta["height"] = meta["height"], meta["width"]
+        meta["phash"] = str(imagehash.phash(rgb))
+        meta["features"] = cheap_features(np.asarray(rgb))
+    return meta
+
+
+def _load_cache(path: Path | None) -> dict[str, dict]:
+    if path is None or not path.is_file():
+        return {}
+    cache = {}
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+            cache[rec.pop("sha256")] = rec
+        except (json.JSONDecodeError, KeyError):
+            continue  # a damaged line costs one re-decode, nothing else
+    return cache
+
+
+def _save_cache(path: Path | None, cache: dict[str, dict]) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w") as fh:
+        for sha, rec in cache.items():
+            fh.write(json.dumps({"sha256": sha, **rec}) + "\n")
+    os.replace(tmp, path)
+
+
+def collect_metadata(data_dir: Path, p: ValidateParams, cache_path: Path | None = None,
+                     progress: bool = True) -> tuple[pd.DataFrame, dict[str, int]]:
+    """One row per file under data_dir/<label>/; returns (frame, {"decoded": n, "cached": n})."""
+    cache = _load_cache(cache_path)
+    rows, stats = [], {"decoded": 0, "cached": 0}
+    files = list(iter_labelled_files(data_dir))
+    for path, label in tqdm(files, desc="validate", unit="img", disable=not progress):
+        rel = path.relative_to(data_dir).as_posix()
+        row: dict[str, Any] = {"path": rel, "label": label, "is_symlink": path.is_symlink()}
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            rows.append({**row, "bytes": 0, "sha256": None, "decodes": False, "error": str(exc)})
+            continue
+        sha = hashlib.sha256(data).hexdigest()
+        if sha in cache:
+            meta = cache[sha]
+            stats["cached"] += 1
+        else:
+            meta = decode_metadata(data, p.max_pixels)
+            cache[sha] = meta
+            stats["decoded"] += 1
+        rows.append({**row, "bytes": len(data), "sha256": sha, **meta})
+    _save_cache(cache_path, cache)
+    frame = pd.DataFrame(rows, columns=["path", "label", "is_symlink", "bytes", "sha256", *_CACHED_KEYS])
+    frame["source"] = frame["path"].map(_source_of)
+    return frame, stats
+
+
+def _source_of(rel_path: str) -> str:
+    """`<source>__name.ext` names carry their source (as in faces-a); else 'unknown'."""
+    name = rel_path.rsplit("/", 1)[-1]
+    return name.split("__", 1)[0] if "__" in name else "unknown"
+
+
+def flag_groups(frame: pd.DataFrame, p: ValidateParams, seed: int) -> pd.DataFrame:
+    """Add is_duplicate, conflicting_label, label_issue (+ detail) columns."""
+    frame = frame.copy()
+    frame["detail"] = ""
+    frame["is_duplicate"] = frame.duplicated(subset=["label", "sha256"], keep="first") & frame["sha256"].notna()
+    firsts = frame[~frame["is_duplicate"]].drop_duplicates(["label", "sha256"]).set_index(["label", "sha256"])["path"]
+    for i in frame.index[frame["is_duplicate"]]:
+        frame.at[i, "detail"] = "same bytes as " + firsts[(frame.at[i, "label"], frame.at[i, "sha256"])]
+
+    hashes = frame["phash"].where(frame["decodes"].astype(bool), None).tolist()
+    pairs = near_pairs(hashes, p.near_duplicate_distance) if p.near_duplicate_distance >= 0 else set()
+    comp = pd.Series(components(len(frame), pairs), index=frame.index)
+    by_sha = frame.groupby("sha256")["label"].nunique()
+    by_comp = frame.groupby(comp)["label"].nunique()
+    frame["conflicting_label"] = comp.map(by_comp).gt(1) | frame["sha256"].map(by_sha).gt(1)
+    for i in frame.index[frame["conflicting_label"]]:
+        others = frame.loc[(comp == comp[i]) & (frame["label"] != frame.at[i, "label"]), "path"]
+        frame.at[i, "detail"] = "near-same image labelled otherwise: " + ", ".join(others.head(3))
+
+    frame["label_issue"] = False
+    frame["label_confidence"] = np.nan
+    usable = frame["features"].map(lambda f: isinstance(f, list)) & ~frame["is_duplicate"] & ~frame["conflicting_label"]
+    if usable.any():
+        feats = np.array(frame.loc[usable, "features"].tolist(), dtype=np.float64)
+        labels = (frame.loc[usable, "label"] == "fake").astype(int).to_numpy()
+        flags, conf = find_label_issues(feats, labels, p.label_issue.folds, p.label_issue.min_self_confidence, seed)
+        frame.loc[usable, "label_issue"] = flags
+        frame.loc[usable, "label_confidence"] = conf
+    for i in frame.index[frame["label_issue"] & (frame["detail"] == "")]:
+        frame.at[i, "detail"] = f"p(given label)={frame.at[i, 'label_confidence']:.3f} (out-of-fold)"
+    return frame
+
+
+def supported_modes(p: ValidateParams) -> list[str]:
+    return sorted(CONVERTIBLE_MODES | (GRAYSCALE_MODES if p.allow_grayscale else set()))
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def validate(data_dir: str | Path, clean_dir: str | Path, report_dir: str | Path, p: ValidateParams,
+             seed: int = 42, cache_path: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Validate every file, write the cleaned dataset and the reports; return the metrics."""
+    data_dir, clean_dir, report_dir = Path(data_dir), Path(clean_dir), Path(report_dir)
+    frame, cache_stats = collect_metadata(data_dir, p, Path(cache_path) if cache_path else None, progress)
+    frame = flag_groups(frame, p, seed)
+    gx_frame = frame.drop(columns=["features", "detail", "label_confidence"])
+    docs_dir = report_dir / "data_docs"
+    shutil.rmtree(docs_dir, ignore_errors=True)
+    failed, gx_summary = run_suite(gx_frame, p.min_size, supported_modes(p), p.label_issue.remove, docs_dir)
+
+    frame["reason"] = frame["path"].map(failed).fillna("")
+    for i in frame.index[(frame["reason"] == "unreadable") & (frame["detail"] == "")]:
+        frame.at[i, "detail"] = frame.at[i, "error"] or "zero bytes"
+    unsupported = frame["reason"] == "unsupported"
+    frame.loc[unsupported & (frame["detail"] == ""), "detail"] = frame.loc[unsupported].apply(
+        lambda r: "symlink" if r["is_symlink"] else (f"animated ({r['n_frames']} frames)" if (r["n_frames"] or 1) > 1
+                                                     else f"mode {r['mode']}"), axis=1)
+    small = frame["reason"] == "too_small"
+    frame.loc[small, "detail"] = frame.loc[small].apply(lambda r: f"{r['width']}x{r['height']}", axis=1)
+
+    shutil.rmtree(clean_dir, ignore_errors=True)
+    kept = frame[frame["reason"] == ""]
+    for rel in kept["path"]:
+        _link_or_copy(data_dir / rel, clean_dir / rel)
+    clean_dir.mkdir(parents=True, exist_ok=True)
+    kept[MANIFEST_COLUMNS].to_csv(clean_dir / "manifest.csv", index=False)
+
+    report_dir.mkdir(parents=True, exist_ok=True)
+    rejected = frame[frame["reason"] != ""]
+    rejected[["path", "label", "reason", "detail"]].to_csv(report_dir / "rejected.csv", index=False,
+                                                           quoting=csv.QUOTE_MINIMAL)
+    candidates = frame[frame["label_issue"]]
+    candidates[["path", "label", "label_confidence"]].to_csv(report_dir / "label_issues.csv", index=False)
+    metrics = {
+        "total": int(len(frame)),
+        "kept": int(len(kept)),
+        "rejected": int(len(rejected)),
+        "rejected_by_reason": {r: int((frame["reason"] == r).sum()) for r in REASONS},
+        "kept_by_label": {lab: int((kept["label"] == lab).sum()) for lab in ("real", "fake")},
+        "label_issue_candidates": int(len(candidates)),
+    }
+    (report_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (report_dir / "gx_result.json").write_text(json.dumps(gx_summary, indent=2) + "\n")
+    return {**metrics, "cache": cache_stats}  # cache hits vary run to run: not a tracked metric
