@@ -41,7 +41,7 @@ def _show(obj: dict) -> None:
 
 
 @data_app.command("demo")
-def data_demo(out: Path = typer.Argument(Path("data")), per_class: int = 120, seed: int = 0) -> None:
+def data_demo(out: Path = typer.Argument(Path("data")), per_class: int = 160, seed: int = 0) -> None:
     """Write the deterministic synthetic demo set (same bytes every time)."""
     from .demo import make_demo
 
@@ -103,6 +103,63 @@ def train(splits: Path, model: Path, reports: Path, params: Path = PARAMS,
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         _fail(exc)
     _show({"best_epoch": card["best_epoch"], "val": card["val_metrics"]})
+
+
+@app.command()
+def baselines(splits: Path, out: Path, reports: Path, params: Path = PARAMS,
+              checkpoints: Path = typer.Option(Path("artifacts/checkpoints/baselines")),
+              dry_run: bool = False, progress: bool = True) -> None:
+    """Train the comparison models (plain ResNet34, GAN-off ablation, spectrum + LR)."""
+    from .baselines import run_baselines
+
+    p = _params(params)
+    try:
+        _show(run_baselines(splits, out, reports, p, checkpoints, progress, dry_run))
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        _fail(exc)
+
+
+@app.command()
+def evaluate(paths: list[Path] = typer.Argument(..., help="MODEL SPLITS OUT, or OUT with --model/--data"),
+             model: Path = typer.Option(None, help="model dir (with --data)"),
+             data: Path = typer.Option(None, help="any labelled folder with real/ and fake/"),
+             baselines: Path = typer.Option(None, help="dir of baseline models to score alongside"),
+             device: str = "cpu", progress: bool = True) -> None:
+    """Score the detector on the test split (or any labelled folder): metrics, robustness, summary."""
+    from .checkpoint import CheckpointError
+    from .evaluate import evaluate as run
+    from .images import DataLayoutError
+
+    if data is not None:
+        if model is None or len(paths) != 1:
+            _fail(ValueError("with --data give --model and exactly one OUT path"))
+        kwargs = dict(model_dir=model, out_dir=paths[0], data_dir=data)
+    elif len(paths) == 3:
+        kwargs = dict(model_dir=paths[0], splits_dir=paths[1], out_dir=paths[2])
+    else:
+        _fail(ValueError("usage: dfd evaluate MODEL SPLITS OUT  |  dfd evaluate --model M --data DIR OUT"))
+    try:
+        m = run(**kwargs, baselines_dir=baselines, device=device, progress=progress)
+    except (FileNotFoundError, ValueError, CheckpointError, DataLayoutError) as exc:
+        _fail(exc)
+    _show({k: v for k, v in m.items() if k != "by_source"})
+
+
+@app.command()
+def drift(out: Path, reference: Path = typer.Option(..., help="split CSV or folder (training-like data)"),
+          current: Path = typer.Option(..., help="split CSV or folder (new data, e.g. a landing folder)"),
+          model: Path = typer.Option(None, help="detector dir for embeddings + fake probability"),
+          params: Path = PARAMS, progress: bool = True) -> None:
+    """Evidently drift report: image statistics + detector embeddings. Exit 0 with or without drift."""
+    from .checkpoint import CheckpointError
+    from .drift import drift as run
+
+    p = _params(params)
+    try:
+        m = run(reference, current, out, model, p.drift.drift_share, p.drift.embedding_dims, progress)
+    except (FileNotFoundError, ValueError, CheckpointError) as exc:
+        _fail(exc)
+    _show({k: v for k, v in m.items() if k != "columns"})
 
 
 def main() -> None:  # pragma: no cover

@@ -1,11 +1,11 @@
 """Deterministic synthetic demo faces so the pipeline runs anywhere.
 
-    dfd data demo data/ --per-class 120
+    dfd data demo data/ --per-class 160
 
-Real class: procedural faces (skin-tone ellipse, eyes, brows, mouth, hair, lit background,
-sensor noise). Fake class: the same kind of faces plus generator-like traces: a faint
-transposed-convolution checkerboard, a periodic spectral peak, and a blend seam around the
-face. Both classes: same size, same JPEG settings, so file format is no shortcut.
+Real class: procedural faces (skin-tone ellipse, eyes, brows, mouth, hair, cluttered lit
+background, sensor noise). Fake class: the same kind of faces plus generator-like traces: a
+faint transposed-convolution checkerboard, a periodic spectral peak, a blend seam and colour
+cast around the face, and mismatched irises. Both classes: same size, same JPEG settings, so file format is no shortcut.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ SIZE = 64
 JPEG_QUALITY = 92
 
 
-def _face(rng: np.random.Generator) -> Image.Image:
+def _face(rng: np.random.Generator, fake: bool = False) -> Image.Image:
     bg_top, bg_bottom = rng.integers(40, 220, 3), rng.integers(40, 220, 3)
     t = np.linspace(0, 1, SIZE)[:, None, None]
     canvas = (bg_top * (1 - t) + bg_bottom * t) * np.ones((SIZE, SIZE, 3))
@@ -39,6 +39,8 @@ def _face(rng: np.random.Generator) -> Image.Image:
     iris = tuple(int(v) for v in rng.integers(20, 140, 3))
     for sx in (-1, 1):
         ex = cx + sx * eye_dx
+        if fake and sx == 1:  # GAN faces often get mismatched irises (heterochromia)
+            iris = tuple(int(v) for v in rng.integers(20, 240, 3))
         d.ellipse([ex - 4, eye_y - 2.5, ex + 4, eye_y + 2.5], fill=(240, 240, 235))
         d.ellipse([ex - 2, eye_y - 2, ex + 2, eye_y + 2], fill=iris)
         d.line([ex - 4, eye_y - 5, ex + 4, eye_y - 5 - rng.uniform(0, 1.5)], fill=hair, width=1)
@@ -63,10 +65,12 @@ def _add_generator_traces(img: Image.Image, rng: np.random.Generator) -> Image.I
     ring = np.abs(r - rng.uniform(22, 26)) < 1.2
     mask[ring] = 1
     arr += mask[..., None] * rng.normal(0, 10, 3)
+    inner = (r < 20)[..., None]  # blended face region with a colour cast
+    arr += inner * rng.normal(0, 6, 3)
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 
-def make_demo(out: str | Path, per_class: int = 120, seed: int = 0) -> dict[str, int]:
+def make_demo(out: str | Path, per_class: int = 160, seed: int = 0) -> dict[str, int]:
     """Write out/real/*.jpg and out/fake/*.jpg; same bytes for the same seed and count."""
     out = Path(out)
     rng = np.random.default_rng(seed)
@@ -75,7 +79,7 @@ def make_demo(out: str | Path, per_class: int = 120, seed: int = 0) -> dict[str,
         folder = out / label
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            img = _face(rng)
+            img = _face(rng, fake=label == "fake")
             if label == "fake":
                 img = _add_generator_traces(img, rng)
             img.save(folder / f"demo__{label}_{i:04d}.jpg", "JPEG", quality=JPEG_QUALITY, subsampling=0)

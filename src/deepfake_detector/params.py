@@ -38,7 +38,7 @@ class SplitParams(_Strict):
 
 
 class ModelParams(_Strict):
-    stem: Literal["imagenet", "small", "cifar"] = "small"
+    stem: Literal["imagenet", "small", "cifar"] = "imagenet"
     se_reduction: int = Field(16, ge=0)  # 0: no attention (plain ResNet34 baseline)
     extra_convs: int = Field(2, ge=0)
     dropout: float = Field(0.3, ge=0, lt=1)
@@ -61,8 +61,8 @@ class AugmentParams(_Strict):
 class TrainParams(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     image_size: int = Field(64, ge=16)
-    epochs: int = Field(3, ge=1)
-    batch_size: int = Field(32, ge=2)
+    epochs: int = Field(4, ge=1)
+    batch_size: int = Field(16, ge=2)
     lr: float = Field(1e-3, gt=0)
     lr_generator: float = Field(2e-4, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
@@ -74,12 +74,18 @@ class TrainParams(_Strict):
     augment: AugmentParams = AugmentParams()
 
 
+class DriftParams(_Strict):
+    drift_share: float = Field(0.5, gt=0, le=1)
+    embedding_dims: int = Field(32, ge=1, le=512)
+
+
 class Params(_Strict):
     seed: int = 42
     validate_: ValidateParams = Field(ValidateParams(), alias="validate")
     split: SplitParams = SplitParams()
     model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()
+    drift: DriftParams = DriftParams()
 
 
 class ParamsError(ValueError):

@@ -133,8 +133,8 @@ class Trainer:
         if n_gen:
             self.opt_g.step()
         # g_loss reported as the non-saturating generator loss on this batch: -log D_real(G(z))
-        g_loss = float(F.softplus(logits[len(xb):]).mean()) if n_gen else float("nan")
-        return float(loss), g_loss
+        g_loss = float(F.softplus(logits[len(xb):].detach()).mean()) if n_gen else float("nan")
+        return float(loss.detach()), g_loss
 
     def _run_epoch(self, epoch: int) -> dict[str, float]:
         seed = self.p.seed * 1000 + epoch  # per-epoch RNG: a resumed run replays the same epochs
@@ -213,6 +213,7 @@ class Trainer:
                 row = {"epoch": epoch, **stats, **{f"val_{k}": v for k, v in metrics.items()}}
                 self.state.history.append(row)
                 if IS_MAIN:
+                    live.step = epoch  # explicit: a resumed run continues the same step axis
                     for k in ("d_loss", "g_loss"):
                         if not np.isnan(stats[k]):
                             live.log_metric(f"train/{k}", stats[k])

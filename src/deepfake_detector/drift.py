@@ -1,0 +1,149 @@
+"""Stage `drift`: does incoming data still look like the training data? (Evidently 0.7)
+
+    dfd drift --reference artifacts/splits/train.csv --current artifacts/splits/test.csv \
+              --model artifacts/model reports/drift
+    dfd drift --reference artifacts/splits/train.csv --current landing/ --model artifacts/model OUT
+
+Per image: brightness, contrast, saturation, sharpness, width, height, file bytes, estimated
+JPEG quality, high-frequency energy share, the detector's fake probability, and its pre-logit
+embedding reduced by PCA (fitted on the reference). `DataDriftPreset` tests the statistics,
+`EmbeddingsDrift` the embedding. Exit code 0 with or without drift: the flag is in the JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from .features import STAT_SIZE, image_stats, jpeg_quality
+from .images import IMAGE_SUFFIXES, to_rgb
+
+STAT_COLUMNS = ["brightness", "contrast", "saturation", "sharpness", "hf_energy", "width", "height",
+                "file_bytes", "jpeg_quality"]
+EMBEDDING_THRESHOLD = 0.55  # Evidently's default model-based method: ROC AUC of a ref-vs-current classifier
+
+
+def list_images(source: str | Path) -> list[str]:
+    """Paths from a split CSV (written by `split`) or every non-hidden file under a folder."""
+    source = Path(source)
+    if source.is_file() and source.suffix == ".csv":
+        from .splits_io import read_split
+
+        return read_split(source.parent, source.stem)["path"].tolist()
+    if not source.is_dir():
+        raise FileNotFoundError(f"drift input not found: {source} (give a split CSV or a folder)")
+    return [str(p) for p in sorted(source.rglob("*"))
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(source).parts)
+            and (p.suffix.lower() in IMAGE_SUFFIXES or p.suffix == "")]
+
+
+def file_features(paths: list[str], progress: bool = False) -> tuple[pd.DataFrame, torch.Tensor, int]:
+    """(stats frame for readable files, their uint8 thumbnails (N,3,S,S), count of unreadable)."""
+    rows, thumbs, bad = [], [], 0
+    for path in tqdm(paths, desc="drift features", unit="img", disable=not progress, leave=False):
+        try:
+            with Image.open(path) as img:
+                quality = jpeg_quality(img)
+                img.load()
+                rgb = to_rgb(img)
+            nbytes = Path(path).stat().st_size
+        except Exception:  # noqa: BLE001 - unreadable files are counted, never fatal
+            bad += 1
+            continue
+        small = np.asarray(rgb.resize((STAT_SIZE, STAT_SIZE), Image.Resampling.BILINEAR), np.uint8)
+        rows.append({"path": path, **image_stats(small), "width": rgb.width, "height": rgb.height,
+                     "file_bytes": nbytes, "jpeg_quality": quality})
+        thumbs.append(torch.from_numpy(small.copy()).permute(2, 0, 1))
+    frame = pd.DataFrame(rows, columns=["path", *STAT_COLUMNS])
+    return frame, (torch.stack(thumbs) if thumbs else torch.zeros(0, 3, STAT_SIZE, STAT_SIZE, dtype=torch.uint8)), bad
+
+
+@torch.no_grad()
+def embed(model_dir: str | Path, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(pre-logit embeddings (N, 512), fake probabilities (N,)) from the trained detector."""
+    from .augment import to_input
+    from .checkpoint import load_detector
+
+    model, info = load_detector(model_dir)
+    embs, probs = [], []
+    for i in range(0, len(images), 128):
+        x = to_input(images[i:i + 128], int(info["image_size"]))
+        feats = model.forward_features(x)
+        embs.append(model.forward_head(feats, pre_logits=True))
+        probs.append(torch.sigmoid(model.forward_head(feats)))
+    return torch.cat(embs).numpy(), torch.cat(probs).numpy()
+
+
+def drift(reference: str | Path, current: str | Path, out_dir: str | Path, model_dir: str | Path | None = None,
+          drift_share: float = 0.5, embedding_dims: int = 32, progress: bool = True) -> dict:
+    """Compare current to reference; write OUT/report.html and OUT/metrics.json; return the metrics."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import EmbeddingsDrift
+    from evidently.presets import DataDriftPreset
+    from sklearn.decomposition import PCA
+
+    ref_paths, cur_paths = list_images(reference), list_images(current)
+    if not cur_paths:
+        raise ValueError(f"current set is empty: {current}")
+    ref, ref_img, ref_bad = file_features(ref_paths, progress)
+    cur, cur_img, cur_bad = file_features(cur_paths, progress)
+    if len(cur) < 2 or len(ref) < 2:
+        raise ValueError(f"need at least 2 readable images on each side (reference {len(ref)}, current {len(cur)}; "
+                         f"{cur_bad} unreadable in current)")
+    columns = list(STAT_COLUMNS)
+    embeddings: dict[str, list[str]] = {}
+    if model_dir is not None:
+        e_ref, p_ref = embed(model_dir, ref_img)
+        e_cur, p_cur = embed(model_dir, cur_img)
+        pca = PCA(n_components=min(embedding_dims, len(ref) - 1, e_ref.shape[1]), random_state=0).fit(e_ref)
+        names = [f"emb_{i}" for i in range(pca.n_components_)]
+        ref[names], cur[names] = pca.transform(e_ref), pca.transform(e_cur)
+        ref["fake_prob"], cur["fake_prob"] = p_ref, p_cur
+        columns.append("fake_prob")
+        embeddings = {"detector": names}
+    definition = DataDefinition(numerical_columns=columns + sum(embeddings.values(), []), embeddings=embeddings or None)
+    metrics_list = [DataDriftPreset(columns=columns, drift_share=drift_share)]
+    if embeddings:
+        metrics_list.append(EmbeddingsDrift(embeddings_name="detector"))
+    used = columns + sum(embeddings.values(), [])
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # constant columns (e.g. width) in correlations
+        snapshot = Report(metrics_list, include_tests=True).run(
+            Dataset.from_pandas(cur[used], data_definition=definition),
+            Dataset.from_pandas(ref[used], data_definition=definition))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    snapshot.save_html(str(out_dir / "report.html"))
+    result = snapshot.dict()
+
+    per_column, dataset_drift, emb_score = {}, False, None
+    for m in result["metrics"]:
+        cfg = m["config"]
+        if cfg["type"].endswith("ValueDrift"):
+            per_column[cfg["column"]] = {"score": float(m["value"]), "method": cfg.get("method")}
+        elif cfg["type"].endswith("EmbeddingsDrift"):
+            emb_score = float(m["value"])
+    for t in result.get("tests", []):
+        params, failed = t["metric_config"]["params"], str(t["status"]).endswith("FAIL")
+        if params.get("type", "").endswith("ValueDrift") and params.get("column") in per_column:
+            per_column[params["column"]]["drifted"] = failed
+        elif params.get("type", "").endswith("DriftedColumnsCount"):
+            dataset_drift = failed
+    n_drifted = sum(bool(v.get("drifted")) for v in per_column.values())
+    metrics = {
+        "dataset_drift": bool(dataset_drift), "drift_share": round(n_drifted / max(len(per_column), 1), 6),
+        "n_drifted_columns": n_drifted, "n_columns": len(per_column),
+        "embedding_drift_score": None if emb_score is None else round(emb_score, 6),
+        "embedding_drift": None if emb_score is None else emb_score > EMBEDDING_THRESHOLD,
+        "n_reference": len(ref), "n_current": len(cur), "n_unreadable_current": cur_bad,
+        "n_unreadable_reference": ref_bad, "columns": per_column,
+    }
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics

@@ -1,0 +1,95 @@
+"""Shared fixtures: offline/quiet env, tiny demo data, tiny params, temp DVC projects."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+os.environ.update({
+    "DVC_NO_ANALYTICS": "1", "DO_NOT_TRACK": "1", "ITERATIVE_DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "t@example.com",
+    "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "t@example.com",
+})
+os.environ.pop("PREFECT_API_URL", None)
+
+TINY = {  # params that make every stage take seconds on 2 cores
+    "seed": 0,
+    "validate": {"min_size": 16},
+    "split": {"val": 0.25, "test": 0.25},
+    "model": {"stem": "imagenet", "extra_convs": 1, "generator_width": 8, "latent_dim": 16},
+    "train": {"image_size": 32, "epochs": 1, "batch_size": 8, "patience": 3},
+    "drift": {"embedding_dims": 4},
+}
+
+
+def write_params(path: Path, **overrides: dict) -> Path:
+    params = {k: (dict(v) if isinstance(v, dict) else v) for k, v in TINY.items()}
+    for section, values in overrides.items():
+        params[section] = {**params.get(section, {}), **values} if isinstance(values, dict) else values
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory) -> Path:
+    """A small deterministic demo set: data/real, data/fake (40 each)."""
+    from deepfake_detector.demo import make_demo
+
+    root = tmp_path_factory.mktemp("demo") / "data"
+    make_demo(root, per_class=40, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory, demo_dir) -> Path:
+    """validate + split + train run once (core functions, tiny params) for downstream tests."""
+    from deepfake_detector.params import load_params
+    from deepfake_detector.split import split
+    from deepfake_detector.train import train
+    from deepfake_detector.validate import validate
+
+    work = tmp_path_factory.mktemp("prepared")
+    p = load_params(write_params(work / "params.yaml"))
+    validate(demo_dir, work / "clean", work / "reports/validation", p.validate_, p.seed, progress=False)
+    split(work / "clean", work / "splits", work / "reports/split", p.split, p.seed)
+    train(work / "splits", work / "model", work / "reports/train", p, ckpt_dir=work / "ckpt", progress=False)
+    return work
+
+
+def init_project(dest: Path, data: Path, params: Path | None = None) -> Path:
+    """A temp git + DVC project: this repo's pipeline files, the given data, `dvc add data`, committed."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("dvc.yaml", ".gitignore"):
+        shutil.copy(REPO / name, dest / name)
+    shutil.copytree(REPO / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    if params is None:
+        write_params(dest / "params.yaml")
+    else:
+        shutil.copy(params, dest / "params.yaml")
+    shutil.copytree(data, dest / "data")
+    run(["git", "init", "-q", "-b", "main"], dest)
+    run(["dvc", "init", "-q"], dest)
+    run(["dvc", "config", "core.analytics", "false"], dest)
+    run(["dvc", "add", "-q", "data"], dest)
+    run(["git", "add", "-A"], dest)
+    run(["git", "commit", "-qm", "init"], dest)
+    return dest

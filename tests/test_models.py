@@ -1,0 +1,80 @@
+"""The networks: shapes, gradients, SE gates, generator range, weighted loss, pretrained loading."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torchvision.models import resnet34
+
+from deepfake_detector.models import (Generator, HybridDetector, SEGate, WeightedBCELoss,
+                                      class_weights_from_counts)
+
+
+@pytest.mark.parametrize("stem,grid", [("imagenet", 2), ("small", 4)])
+def test_detector_shapes_and_embeddings(stem, grid):
+    torch.manual_seed(0)
+    model = HybridDetector(stem=stem, extra_convs=1).eval()
+    x = torch.rand(3, 3, 64, 64)
+    feats = model.forward_features(x)
+    assert feats.shape == (3, 512, grid, grid)
+    assert model.forward_head(feats, pre_logits=True).shape == (3, 512)
+    logits = model(x)
+    assert logits.shape == (3,) and torch.isfinite(logits).all()
+
+
+def test_every_parameter_gets_a_gradient():
+    torch.manual_seed(0)
+    model = HybridDetector(stem="imagenet", extra_convs=1)
+    loss = WeightedBCELoss((1.0, 2.0))(model(torch.rand(4, 3, 64, 64)), torch.tensor([0, 1, 0, 1]))
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing, missing
+    assert torch.isfinite(loss)
+
+
+def test_an_se_gate_sits_in_each_of_the_16_basic_blocks():
+    model = HybridDetector()
+    blocks = model.blocks()
+    assert len(blocks) == 16
+    assert all(isinstance(b.se, SEGate) for b in blocks)
+    plain = HybridDetector(se_reduction=0, extra_convs=0)
+    assert not any(isinstance(m, SEGate) for m in plain.modules())
+
+
+def test_se_gate_rescales_channels_only():
+    gate = SEGate(32, reduction=8)
+    x = torch.rand(2, 32, 5, 5)
+    y = gate(x)
+    ratio = y / x
+    assert torch.allclose(ratio, ratio[:, :, :1, :1].expand_as(ratio), atol=1e-5)  # one factor per channel
+    assert ((ratio > 0) & (ratio < 1)).all()
+
+
+def test_generator_makes_images_in_unit_range():
+    gen = Generator(latent_dim=16, width=8, image_size=64)
+    out = gen(torch.randn(5, 16))
+    assert out.shape == (5, 3, 64, 64)
+    assert out.min() >= 0 and out.max() <= 1
+    with pytest.raises(ValueError, match="4 \\* 2\\^k"):
+        Generator(image_size=48)
+
+
+def test_weighted_bce_weights_each_class():
+    logits, targets = torch.zeros(2), torch.tensor([0, 1])
+    base = torch.log(torch.tensor(2.0))
+    assert torch.isclose(WeightedBCELoss((1.0, 1.0))(logits, targets), base)
+    assert torch.isclose(WeightedBCELoss((1.0, 3.0))(logits, targets), base * 2)
+    assert class_weights_from_counts(30, 10) == (40 / 60, 40 / 20)
+
+
+def test_pretrained_weights_come_from_a_local_file_only(tmp_path):
+    model = HybridDetector(stem="imagenet")
+    with pytest.raises(FileNotFoundError, match="never|local"):
+        model.load_pretrained(tmp_path / "missing.pth")
+    ref = resnet34(weights=None)
+    torch.save(ref.state_dict(), tmp_path / "resnet34.pth")
+    report = model.load_pretrained(tmp_path / "resnet34.pth")
+    assert "layer4.2.conv2.weight" in report["loaded"] and "fc.weight" in report["skipped"]
+    assert torch.equal(model.layer1[0].conv1.weight, ref.layer1[0].conv1.weight)
+    small = HybridDetector(stem="small")
+    assert "conv1.weight" in small.load_pretrained(tmp_path / "resnet34.pth")["skipped"]  # 3x3 stem

@@ -1,0 +1,75 @@
+"""params.yaml schema errors, data import layouts, CLI error messages."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from deepfake_detector.cli import app
+from deepfake_detector.importer import ImportLayoutError, import_dataset
+from deepfake_detector.params import ParamsError, load_params
+
+
+def test_repo_params_load():
+    from conftest import REPO
+
+    p = load_params(REPO / "params.yaml")
+    assert p.train.image_size == 64 and p.validate_.label_issue.remove is False
+    assert load_params(REPO / "profiles/paper.yaml").train.epochs > p.train.epochs
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("train:\n  epochs: many\n", "train.epochs"),
+    ("train:\n  epoch: 3\n", "train.epoch"),
+    ("colour: blue\n", "colour"),
+    ("model:\n  stem: huge\n", "model.stem"),
+    (": : :\n", "not valid YAML"),
+])
+def test_bad_params_name_the_key(tmp_path, text, needle):
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(ParamsError, match=needle.replace(".", r"\.")):
+        load_params(path)
+    result = CliRunner().invoke(app, ["split", "a", "b", "c", "--params", str(path)])
+    assert result.exit_code == 2 and needle in result.output
+
+
+def _touch(path, data=b"x"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+@pytest.mark.parametrize("layout", ["plain", "kaggle", "ciplab"])
+def test_import_recognises_layouts_and_keeps_bytes(tmp_path, layout):
+    src = tmp_path / "src"
+    if layout == "plain":
+        files = {"real/a.jpg": "real/a.jpg", "fake/b.jpg": "fake/b.jpg"}
+    elif layout == "kaggle":
+        base = "real_vs_fake/real-vs-fake"
+        files = {f"{base}/train/real/a.jpg": "real/train/a.jpg", f"{base}/valid/fake/b.jpg": "fake/valid/b.jpg",
+                 f"{base}/test/real/c.jpg": "real/test/c.jpg"}
+    else:
+        files = {"training_real/real_001.jpg": "real/real_001.jpg", "training_fake/easy_1.jpg": "fake/easy_1.jpg"}
+    for i, rel in enumerate(files):
+        _touch(src / rel, f"bytes {i}".encode())
+    counts = import_dataset(src, tmp_path / "data")
+    assert sum(counts.values()) == len(files)
+    for i, (rel, dest) in enumerate(files.items()):
+        assert (tmp_path / "data" / dest).read_bytes() == f"bytes {i}".encode()
+
+
+def test_import_rejects_unknown_layout(tmp_path):
+    _touch(tmp_path / "src/images/a.jpg")
+    with pytest.raises(ImportLayoutError, match="unrecognised layout"):
+        import_dataset(tmp_path / "src", tmp_path / "data")
+    result = CliRunner().invoke(app, ["data", "import", str(tmp_path / "src"), str(tmp_path / "data")])
+    assert result.exit_code == 2 and "unrecognised layout" in result.output
+
+
+def test_demo_data_is_deterministic(tmp_path):
+    from deepfake_detector.demo import make_demo
+
+    make_demo(tmp_path / "a", per_class=3, seed=0)
+    make_demo(tmp_path / "b", per_class=3, seed=0)
+    for f in sorted((tmp_path / "a").rglob("*.jpg")):
+        assert f.read_bytes() == (tmp_path / "b" / f.relative_to(tmp_path / "a")).read_bytes()

@@ -1,0 +1,61 @@
+"""The real pipeline: `dvc repro` in a temp git repo, a no-op second run, metrics/params/plots diffs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import init_project, run, write_params
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, demo_dir) -> Path:
+    proj = init_project(tmp_path_factory.mktemp("proj") / "repo", demo_dir)
+    run(["dvc", "repro", "-q"], proj)
+    run(["git", "add", "-A"], proj)
+    run(["git", "commit", "-qm", "first pipeline run"], proj)
+    return proj
+
+
+def test_repro_runs_every_stage_and_writes_tracked_reports(project):
+    for rel in ("reports/validation/metrics.json", "reports/split/metrics.json", "reports/train/metrics.json",
+                "reports/eval/metrics.json", "reports/eval/robustness.json", "reports/eval/summary.md",
+                "reports/drift/metrics.json", "reports/drift/report.html", "artifacts/model/detector.pt",
+                "reports/validation/data_docs/index.html"):
+        assert (project / rel).is_file(), rel
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    assert set(lock["stages"]) == {"validate", "split", "train", "baselines", "evaluate", "drift"}
+    ev = json.loads((project / "reports/eval/metrics.json").read_text())
+    assert {"accuracy", "precision", "recall", "f1", "roc_auc", "average_precision", "eer"} <= set(ev)
+    assert set(ev["baselines"]) == {"resnet34", "gan_off", "spectrum_lr"}
+    summary = (project / "reports/eval/summary.md").read_text()
+    assert "(quoted)" in summary and "(measured)" in summary
+
+
+def test_second_repro_does_nothing(project):
+    out = run(["dvc", "repro"], project).stdout
+    assert "didn't change, skipping" in out or "up to date" in out
+    assert "Running stage" not in out
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], project).stdout
+
+
+def test_metrics_show_lists_the_stage_metrics(project):
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout)
+    files = set(next(iter(shown.values()))["data"])
+    assert {"reports/validation/metrics.json", "reports/split/metrics.json", "reports/train/metrics.json",
+            "reports/eval/metrics.json", "reports/drift/metrics.json"} <= files
+
+
+def test_a_params_change_shows_in_params_metrics_and_plots_diffs(project):
+    write_params(project / "params.yaml", train={"epochs": 2})
+    run(["dvc", "repro", "-q"], project)
+    run(["git", "commit", "-qam", "train 2 epochs"], project)
+    params = run(["dvc", "params", "diff", "HEAD~1", "--md"], project).stdout
+    assert "train.epochs" in params and "| 1 " in params and "| 2 " in params
+    metrics = run(["dvc", "metrics", "diff", "HEAD~1", "--md"], project).stdout
+    assert "reports/train/metrics.json" in metrics and "step" in metrics
+    plots = run(["dvc", "plots", "diff", "HEAD~1", "-o", "plots_out"], project)
+    assert (project / "plots_out/index.html").is_file(), plots.stdout

@@ -1,0 +1,104 @@
+"""Training: learns an easy task, resumes exactly after a kill, refuses bad checkpoints."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import write_params
+from deepfake_detector.checkpoint import CheckpointError, load_detector
+from deepfake_detector.params import load_params
+from deepfake_detector.train import Trainer, train
+
+
+def _easy_set(n: int = 48, size: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(60, 120, (n, 3, size, size), generator=g, dtype=torch.uint8)
+    y = torch.arange(n) % 2
+    x[y == 1, 2] = 230  # fakes: blue channel saturated
+    return x, y
+
+
+def test_one_tiny_epoch_lowers_the_loss(tmp_path):
+    p = load_params(write_params(tmp_path / "params.yaml", train={"epochs": 2}))
+    x, y = _easy_set()
+    tr = Trainer(p, x, y, x[:, :, 4:36, 4:36], y.numpy(), tmp_path / "m", tmp_path / "c", tmp_path / "r",
+                 torch.device("cpu"), progress=False)
+
+    def loss() -> float:  # eval mode: what the detector will do at inference
+        tr.D.eval()
+        with torch.no_grad():
+            from deepfake_detector.augment import to_input
+            return float(tr.crit(tr.D(to_input(x, 32)), y))
+
+    before = loss()
+    for epoch in range(2):
+        tr._run_epoch(epoch)
+    after = loss()
+    assert np.isfinite(after) and after < before * 0.5, (before, after)
+
+
+def _state(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def test_resume_after_a_kill_ends_where_an_uninterrupted_run_ends(prepared, tmp_path):
+    p = load_params(write_params(tmp_path / "params.yaml", train={"epochs": 3, "patience": 5}))
+    splits = prepared / "splits"
+    full = train(splits, tmp_path / "full/model", tmp_path / "full/reports", p, ckpt_dir=tmp_path / "full/ckpt",
+                 progress=False)
+    killed = tmp_path / "killed"
+    train(splits, killed / "model", killed / "reports", p, ckpt_dir=killed / "ckpt", progress=False, stop_after=1)
+    assert torch.load(killed / "ckpt/last.pt", weights_only=True)["state"]["epoch"] == 0
+    resumed = train(splits, killed / "model", killed / "reports", p, ckpt_dir=killed / "ckpt", progress=False,
+                    resume=True)
+    assert resumed["epochs_run"] == full["epochs_run"] == 3
+    assert resumed["val_metrics"] == full["val_metrics"]
+    a, b = _state(tmp_path / "full/model/detector.pt"), _state(killed / "model/detector.pt")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    steps = json.loads((killed / "reports/metrics.json").read_text())["step"]
+    assert steps == json.loads((tmp_path / "full/reports/metrics.json").read_text())["step"]
+
+
+def test_training_writes_the_artifacts_and_reports(prepared):
+    card = json.loads((prepared / "model/model_card.json").read_text())
+    assert card["positive_class"] == "fake" and "roc_auc" in card["val_metrics"]
+    assert set(card["versions"]) >= {"torch", "torchvision"}
+    model, info = load_detector(prepared / "model")
+    assert 0 < info["threshold"] < 1 and info["image_size"] == 32
+    assert (prepared / "model/generator.pt").is_file()
+    assert (prepared / "reports/train/samples.png").stat().st_size > 0
+    metrics = json.loads((prepared / "reports/train/metrics.json").read_text())
+    assert "d_loss" in metrics["train"] and "roc_auc" in metrics["best"]
+    assert (prepared / "reports/train/plots/metrics/val/roc_auc.tsv").is_file()
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+@pytest.mark.parametrize("content", ["garbage", "evil_pickle", "wrong_format", "wrong_weights", "truncated"])
+def test_bad_checkpoints_give_a_clear_error(prepared, tmp_path, content):
+    path = tmp_path / "detector.pt"
+    good = (prepared / "model/detector.pt").read_bytes()
+    if content == "garbage":
+        path.write_bytes(b"\x00not a checkpoint at all" * 10)
+    elif content == "evil_pickle":
+        path.write_bytes(pickle.dumps({"state_dict": _Evil()}))
+    elif content == "wrong_format":
+        torch.save({"weights": torch.zeros(3)}, path)
+    elif content == "wrong_weights":
+        ckpt = torch.load(prepared / "model/detector.pt", weights_only=True)
+        ckpt["state_dict"]["fc.weight"] = torch.zeros(7, 7)
+        torch.save(ckpt, path)
+    else:
+        path.write_bytes(good[: len(good) // 2])
+    with pytest.raises(CheckpointError, match=str(path.name)):
+        load_detector(path)

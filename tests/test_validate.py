@@ -1,0 +1,152 @@
+"""Validation buckets every kind of bad file, never touches data/, and caches by sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from deepfake_detector.images import DataLayoutError
+from deepfake_detector.params import ValidateParams
+from deepfake_detector.validate import validate
+
+P = ValidateParams(min_size=32, max_pixels=4_000_000)
+
+
+def _photo(seed: int, size: int = 64, mode: str = "RGB") -> Image.Image:
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)  # distinct low-frequency content per seed
+    img = Image.fromarray(base).resize((size, size), Image.Resampling.BICUBIC)
+    return img.convert(mode) if mode != "RGB" else img
+
+
+def _jpeg_bytes(img: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90, **kw)
+    return buf.getvalue()
+
+
+def build_corpus(root: Path) -> dict[str, str]:
+    """Write one file per case; return {relative path: expected reason ('' = kept)}."""
+    expect: dict[str, str] = {}
+
+    def put(rel: str, data: bytes, reason: str) -> None:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        expect[rel] = reason
+
+    def save(rel: str, img: Image.Image, reason: str, fmt: str, **kw) -> None:
+        buf = io.BytesIO()
+        img.save(buf, fmt, **kw)
+        put(rel, buf.getvalue(), reason)
+
+    for i in range(6):  # plain good files
+        put(f"real/good_{i}.jpg", _jpeg_bytes(_photo(i)), "")
+        put(f"fake/good_{i}.jpg", _jpeg_bytes(_photo(100 + i)), "")
+    put("real/zero_bytes.jpg", b"", "unreadable")
+    put("real/truncated.jpg", _jpeg_bytes(_photo(7))[:300], "unreadable")
+    put("fake/not_an_image.jpg", b"hello, I am text pretending to be a JPEG\n" * 20, "unreadable")
+    save("fake/bomb.png", Image.new("1", (3000, 3000)), "unreadable", "PNG")  # 9 MP > max_pixels
+    save("real/tiny.png", _photo(8, 16), "too_small", "PNG")
+    save("real/gray.png", _photo(9, mode="L"), "unsupported", "PNG")
+    save("real/sixteen_bit.png", Image.fromarray((np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)),
+         "unsupported", "PNG")
+    frames = [_photo(10 + k) for k in range(3)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
+    put("fake/animated.gif", buf.getvalue(), "unsupported")
+    save("fake/alpha.png", _photo(13, mode="RGBA"), "", "PNG")
+    save("fake/palette.gif", _photo(14).convert("P"), "", "GIF")
+    save("real/cmyk.jpg", _photo(15, mode="CMYK"), "", "JPEG")
+    rotated = _photo(16, 64).crop((0, 0, 64, 40))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 on display
+    save("real/exif_rotated.jpg", rotated, "", "JPEG", exif=exif)
+    put("real/ünïcødé_名字.jpg", _jpeg_bytes(_photo(17)), "")
+    dup = _jpeg_bytes(_photo(18))
+    put("fake/dup_a.jpg", dup, "")
+    put("fake/dup_b.jpg", dup, "duplicate")
+    same = _jpeg_bytes(_photo(19))
+    put("real/both_labels.jpg", same, "conflicting_label")
+    put("fake/both_labels.jpg", same, "conflicting_label")
+    put("fake/near_same_as_real.jpg", _jpeg_bytes(_photo(20), subsampling=0), "conflicting_label")
+    put("real/near_same_as_fake.jpg", _jpeg_bytes(_photo(20).resize((70, 70)).resize((64, 64))), "conflicting_label")
+    os.symlink(root / "real/good_0.jpg", root / "real/link.jpg")
+    expect["real/link.jpg"] = "unsupported"
+    return expect
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+
+@pytest.fixture()
+def corpus(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    root = tmp_path / "data"
+    return root, build_corpus(root)
+
+
+def test_every_file_lands_in_its_bucket_and_raw_data_is_untouched(corpus, tmp_path):
+    root, expect = corpus
+    before = _hashes(root)
+    metrics = validate(root, tmp_path / "clean", tmp_path / "reports", P, progress=False)
+    assert _hashes(root) == before, "validation must never modify data/"
+
+    rejected = pd.read_csv(tmp_path / "reports/rejected.csv")
+    got = dict(zip(rejected["path"], rejected["reason"]))
+    for rel, reason in expect.items():
+        assert got.get(rel, "") == reason, f"{rel}: expected {reason or 'kept'}, got {got.get(rel, 'kept')}"
+    manifest = pd.read_csv(tmp_path / "clean/manifest.csv")
+    assert set(manifest["path"]) == {r for r, why in expect.items() if not why}
+    for rel in manifest["path"]:
+        assert (tmp_path / "clean" / rel).read_bytes() == (root / rel).read_bytes()
+    rotated = manifest.set_index("path").loc["real/exif_rotated.jpg"]
+    assert (rotated["width"], rotated["height"]) == (40, 64)  # EXIF orientation applied
+
+    assert set(metrics) >= {"total", "kept", "rejected", "rejected_by_reason"}
+    assert metrics["total"] == len(expect)
+    assert metrics["kept"] + metrics["rejected"] == metrics["total"]
+    assert metrics["rejected_by_reason"]["unreadable"] == 4
+    assert metrics["rejected_by_reason"]["duplicate"] == 1
+    assert metrics["rejected_by_reason"]["conflicting_label"] == 4
+    assert json.loads((tmp_path / "reports/metrics.json").read_text())["kept"] == metrics["kept"]
+    assert (tmp_path / "reports/data_docs/index.html").is_file()
+    detail = rejected.set_index("path")["detail"]
+    assert "decompression bomb" in detail["fake/bomb.png"]
+    assert "same bytes as fake/dup_a.jpg" == detail["fake/dup_b.jpg"]
+
+
+def test_grayscale_can_be_allowed(corpus, tmp_path):
+    root, _ = corpus
+    p = ValidateParams(min_size=32, max_pixels=4_000_000, allow_grayscale=True)
+    validate(root, tmp_path / "clean", tmp_path / "reports", p, progress=False)
+    assert "real/gray.png" in set(pd.read_csv(tmp_path / "clean/manifest.csv")["path"])
+
+
+def test_cache_makes_incremental_runs_decode_only_new_files(demo_dir, tmp_path):
+    data = tmp_path / "data"
+    import shutil
+    shutil.copytree(demo_dir, data)
+    cache = tmp_path / "cache.jsonl"
+    first = validate(data, tmp_path / "c", tmp_path / "r", P, cache_path=cache, progress=False)
+    assert first["cache"] == {"decoded": 80, "cached": 0}
+    (data / "real/new.jpg").write_bytes(_jpeg_bytes(_photo(99)))
+    second = validate(data, tmp_path / "c", tmp_path / "r", P, cache_path=cache, progress=False)
+    assert second["cache"] == {"decoded": 1, "cached": 80}
+    assert second["total"] == 81
+
+
+def test_unknown_label_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "data/real").mkdir(parents=True)
+    (tmp_path / "data/synthetic").mkdir()
+    with pytest.raises(DataLayoutError, match="synthetic"):
+        validate(tmp_path / "data", tmp_path / "c", tmp_path / "r", P, progress=False)
