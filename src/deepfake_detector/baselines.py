@@ -55,7 +55,7 @@ def train_spectrum_lr(splits_dir: Path, out_dir: Path, size: int, seed: int) -> 
 
 
 def run_baselines(splits_dir: str | Path, out_dir: str | Path, report_dir: str | Path, p: Params,
-                  ckpt_dir: str | Path = "artifacts/checkpoints/baselines", progress: bool = True,
+                  ckpt_dir: str | Path = "artifacts/baseline_checkpoints", progress: bool = True,
                   dry_run: bool = False) -> dict[str, dict]:
     from .train import train
 

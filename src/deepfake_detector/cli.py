@@ -107,7 +107,7 @@ def train(splits: Path, model: Path, reports: Path, params: Path = PARAMS,
 
 @app.command()
 def baselines(splits: Path, out: Path, reports: Path, params: Path = PARAMS,
-              checkpoints: Path = typer.Option(Path("artifacts/checkpoints/baselines")),
+              checkpoints: Path = typer.Option(Path("artifacts/baseline_checkpoints")),
               dry_run: bool = False, progress: bool = True) -> None:
     """Train the comparison models (plain ResNet34, GAN-off ablation, spectrum + LR)."""
     from .baselines import run_baselines

@@ -82,7 +82,7 @@ def embed(model_dir: str | Path, images: torch.Tensor) -> tuple[np.ndarray, np.n
 
 
 def drift(reference: str | Path, current: str | Path, out_dir: str | Path, model_dir: str | Path | None = None,
-          drift_share: float = 0.5, embedding_dims: int = 32, progress: bool = True) -> dict:
+          drift_share: float = 0.25, embedding_dims: int = 32, progress: bool = True) -> dict:
     """Compare current to reference; write OUT/report.html and OUT/metrics.json; return the metrics."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import EmbeddingsDrift

@@ -75,7 +75,7 @@ class TrainParams(_Strict):
 
 
 class DriftParams(_Strict):
-    drift_share: float = Field(0.5, gt=0, le=1)
+    drift_share: float = Field(0.25, gt=0, le=1)
     embedding_dims: int = Field(32, ge=1, le=512)
 
 
