@@ -13,7 +13,7 @@ export PREFECT_LOGGING_LEVEL := WARNING
 export TORCH_HOME := $(CURDIR)/.torch
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install data repro test diff flows clean-venv
+.PHONY: install data repro test diff flows
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -31,6 +31,15 @@ repro: data
 
 test: install
 	$(BIN)/pytest -q
+
+PREFECT_PORT ?= 4200
+flows: install
+	@mkdir -p .prefect
+	@echo "Prefect UI: http://127.0.0.1:$(PREFECT_PORT)  (Ctrl-C stops the flows and the server)"
+	@prefect server start --host 127.0.0.1 --port $(PREFECT_PORT) > .prefect/server.log 2>&1 & \
+	  pid=$$!; trap "kill $$pid" EXIT INT TERM; \
+	  python -m flows.common wait http://127.0.0.1:$(PREFECT_PORT)/api && \
+	  PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api python -m flows.deploy serve
 
 diff: install
 	@dvc params diff $${BASE:-HEAD} --md

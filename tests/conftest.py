@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the flows/ package
 BIN = Path(sys.executable).parent
 
 os.environ.update({
@@ -93,3 +94,22 @@ def init_project(dest: Path, data: Path, params: Path | None = None) -> Path:
     run(["git", "add", "-A"], dest)
     run(["git", "commit", "-qm", "init"], dest)
     return dest
+
+
+@pytest.fixture(scope="session")
+def repro_project(tmp_path_factory, demo_dir) -> Path:
+    """A temp git+DVC project on tiny demo data after one full `dvc repro`, committed."""
+    proj = init_project(tmp_path_factory.mktemp("proj") / "repo", demo_dir)
+    run(["dvc", "repro", "-q"], proj)
+    run(["git", "add", "-A"], proj)
+    run(["git", "commit", "-qm", "first pipeline run"], proj)
+    return proj
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One Prefect test server for the whole session (first start is slow)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield

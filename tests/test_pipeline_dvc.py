@@ -8,16 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import init_project, run, write_params
+from conftest import run, write_params
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, demo_dir) -> Path:
-    proj = init_project(tmp_path_factory.mktemp("proj") / "repo", demo_dir)
-    run(["dvc", "repro", "-q"], proj)
-    run(["git", "add", "-A"], proj)
-    run(["git", "commit", "-qm", "first pipeline run"], proj)
-    return proj
+def project(repro_project) -> Path:
+    return repro_project
 
 
 def test_repro_runs_every_stage_and_writes_tracked_reports(project):

@@ -17,7 +17,7 @@ from rich.console import Console
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Deepfake face-image detector pipeline.")
 data_app = typer.Typer(no_args_is_help=True, help="Create or import raw data under data/.")
 app.add_typer(data_app, name="data")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # never wrap error messages
 PARAMS = typer.Option(Path("params.yaml"), "--params", help="params file (typed schema)")
 
 
@@ -160,6 +160,69 @@ def drift(out: Path, reference: Path = typer.Option(..., help="split CSV or fold
     except (FileNotFoundError, ValueError, CheckpointError) as exc:
         _fail(exc)
     _show({k: v for k, v in m.items() if k != "columns"})
+
+
+@app.command()
+def predict(paths: list[str] = typer.Argument(..., help="files, folders or globs"),
+            model: Path = typer.Option(Path("artifacts/model")),
+            format: str = typer.Option("table", help="table | json | csv"),
+            band: float = typer.Option(0.1, help="'uncertain' when |p - threshold| < band"),
+            explain: Path = typer.Option(None, help="write Grad-CAM overlays (PNG) here"),
+            runtime: str = typer.Option("torch", help="torch | onnx (uses MODEL/detector.onnx)"),
+            progress: bool = True) -> None:
+    """Fake probability and label per image; exit 1 if any file could not be read."""
+    import csv
+    import sys
+
+    from .checkpoint import CheckpointError
+    from .predict import predict as run
+
+    if format not in ("table", "json", "csv") or runtime not in ("torch", "onnx"):
+        _fail(ValueError("--format is table|json|csv and --runtime is torch|onnx"))
+    try:
+        rows = run(paths, model, band, explain, runtime, progress=progress)
+    except (CheckpointError, FileNotFoundError) as exc:
+        _fail(exc)
+    cols = ["path", "fake_probability", "label", "uncertain", "error"] + (["explanation"] if explain else [])
+    if format == "json":
+        print(json.dumps(rows, indent=2))
+    elif format == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=cols, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        from rich.table import Table
+
+        table = Table(*cols)
+        for r in rows:
+            table.add_row(*[str(r.get(c, "")) for c in cols])
+        Console().print(table)
+    if any("error" in r for r in rows):
+        raise typer.Exit(1)
+
+
+@app.command()
+def export(model: Path = typer.Argument(Path("artifacts/model")),
+           onnx: Path = typer.Option(..., help="output .onnx path")) -> None:
+    """Export the detector to ONNX; reports the max |torch - onnxruntime| logit difference."""
+    from .checkpoint import CheckpointError
+    from .export import export_onnx
+
+    try:
+        _show(export_onnx(model, onnx))
+    except CheckpointError as exc:
+        _fail(exc)
+
+
+@app.command()
+def serve(model: Path = typer.Option(Path("artifacts/model")), host: str = "127.0.0.1", port: int = 8000,
+          max_mb: float = typer.Option(10.0, help="upload size limit")) -> None:
+    """HTTP API: POST /predict (multipart `file`), GET /health, GET /model."""
+    import uvicorn
+
+    from .serve import create_app
+
+    uvicorn.run(create_app(model, int(max_mb * 2**20)), host=host, port=port, log_level="warning")
 
 
 def main() -> None:  # pragma: no cover

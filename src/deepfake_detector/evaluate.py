@@ -57,6 +57,12 @@ def _reencode(img: Image.Image) -> Image.Image:
     return _jpeg(90)(img.resize((256, 256), Image.Resampling.BILINEAR))
 
 
+def _at_size(fn: Perturb, size: int) -> Perturb:
+    """Apply a perturbation after resizing to the model's input size (harsher than at source size)."""
+    return lambda img: fn(img.resize((size, size), Image.Resampling.BILINEAR))
+
+
+AT_INPUT = ("jpeg_q75", "downscale_0.5x")
 PERTURBATIONS: dict[str, Perturb] = {
     "jpeg_q90": _jpeg(90), "jpeg_q75": _jpeg(75), "jpeg_q50": _jpeg(50),
     "downscale_0.5x": _downscale, "blur_sigma1": lambda im: im.filter(ImageFilter.GaussianBlur(1)),
@@ -86,7 +92,9 @@ def evaluate_model(scorer: Scorer, frame: pd.DataFrame, robustness: bool = True,
     out["by_source"] = by_source
     if robustness:
         card = {}
-        for name, fn in {**PERTURBATIONS, "reencoded_same": _reencode}.items():
+        size = scorer.image_size
+        at_input = {f"{name}@input": _at_size(PERTURBATIONS[name], size) for name in AT_INPUT}
+        for name, fn in {**PERTURBATIONS, **at_input, "reencoded_same": _reencode}.items():
             p2, ok2 = score_frame(scorer, frame, fn)
             m = binary_metrics(y_all[ok2], p2, scorer.threshold)
             card[name] = {k: m[k] for k in ("accuracy", "f1", "roc_auc", "recall", "fpr_real")}
@@ -135,8 +143,10 @@ def summary_markdown(results: dict[str, dict], primary: str, robustness: dict) -
     for name, m in robustness.items():
         lines.append(f"| {name} | {_fmt(m['accuracy'])} | {_fmt(m['f1'])} | {_fmt(m['roc_auc'])} | "
                      f"{_fmt(m['roc_auc_drop'])} | {_fmt(m['recall'])} | {_fmt(m['fpr_real'])} |")
-    lines += ["", "`reencoded_same`: every test image resized to 256x256 and re-encoded as JPEG q90 for both "
-                  "classes (shortcut check: a large drop means the model used format, not faces)."]
+    lines += ["", "Perturbations are applied at the file's own resolution, then the model's resize; `@input` rows "
+                  "apply them after resizing to the model's input size (harsher: nothing is averaged away).",
+              "`reencoded_same`: every test image resized to 256x256 and re-encoded as JPEG q90 for both "
+              "classes (shortcut check: a large drop means the model used format, not faces)."]
     return "\n".join(lines) + "\n"
 
 

@@ -74,4 +74,4 @@ def load_rgb(path: str | Path, size: int | None = None) -> Image.Image:
 
 def load_array(path: str | Path, size: int) -> np.ndarray:
     """Decode to a uint8 HxWx3 array at size x size."""
-    return np.asarray(load_rgb(path, size), dtype=np.uint8)
+    return np.array(load_rgb(path, size), dtype=np.uint8)  # a writable copy for torch.from_numpy

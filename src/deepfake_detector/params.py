@@ -79,6 +79,22 @@ class DriftParams(_Strict):
     embedding_dims: int = Field(32, ge=1, le=512)
 
 
+class GateParams(_Strict):
+    metric: Literal["roc_auc", "f1", "accuracy", "average_precision"] = "roc_auc"
+    max_drop: float = Field(0.01, ge=0)  # new model may be at most this much worse than the accepted one
+    max_f1_drop: float = Field(0.05, ge=0)
+
+
+class FlowParams(_Strict):
+    landing: str = "landing"          # new labelled images arrive here: landing/real, landing/fake
+    quarantine: str = "quarantine"    # rejected landed files are moved here, with the reasons
+    archive: str = "archive"          # merged landed files are moved here
+    remote: str = "../dfd-remote"     # DVC remote when none is configured (a directory or s3://...)
+    retrain_cron: str = "0 3 * * 1"
+    monitor_cron: str = "0 6 * * *"
+    gate: GateParams = GateParams()
+
+
 class Params(_Strict):
     seed: int = 42
     validate_: ValidateParams = Field(ValidateParams(), alias="validate")
@@ -86,6 +102,7 @@ class Params(_Strict):
     model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()
     drift: DriftParams = DriftParams()
+    flows: FlowParams = FlowParams()
 
 
 class ParamsError(ValueError):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,20 @@ class GradReverse(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return -grad
+
+
+@contextmanager
+def frozen_bn_stats(model: torch.nn.Module):
+    """BatchNorm uses batch statistics but leaves running statistics unchanged (momentum 0)."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, mom in zip(bns, saved):
+            m.momentum = mom
 
 
 @dataclass
@@ -105,35 +120,36 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
 
     def _run_batch(self, xb: torch.Tensor, yb: torch.Tensor, gen: torch.Generator) -> tuple[float, float]:
-        """One D+G step: one D forward over [dataset batch; generated batch].
+        """One D+G step with a single backward.
 
-        The generated half reaches D through a gradient-reversal layer, so a single backward
-        trains D to call generated faces fake and G to make D call them real (minimax GAN):
-        one D pass per step instead of three.
+        D scores the dataset batch, then the generated batch in its own pass (its own BN batch
+        statistics, and BN running statistics frozen: the detector never meets generated faces
+        at inference, so they must not shift its normalisation). The generated batch reaches D
+        through a gradient-reversal layer, so the same backward trains D to call generated faces
+        fake and G to make D call them real (minimax GAN).
         """
         a, dev = self.t.augment, self.device
         x = augment(jpeg_cpu(xb, a, gen).to(dev, non_blocking=True), self.t.image_size, a, gen)
+        if dev.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
         y = yb.to(dev)
         n_gen = max(2, len(xb) // 2) if self.t.gan_weight > 0 else 0
         self.opt_d.zero_grad(set_to_none=True)
         self.opt_g.zero_grad(set_to_none=True)
         with self._autocast():
+            loss = self.crit(self.D(x).float(), y)
             if n_gen:
                 z = torch.randn(n_gen, self.p.model.latent_dim, generator=gen).to(dev)
-                x = torch.cat([x, GradReverse.apply(self.G(z).to(x.dtype))])
-            if dev.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            logits = self.D(x).float()
-            loss_real = self.crit(logits[: len(xb)], y)
-            loss_gen = (F.binary_cross_entropy_with_logits(logits[len(xb):], torch.ones(n_gen, device=dev))
-                        if n_gen else torch.zeros((), device=dev))
-            loss = loss_real + self.t.gan_weight * loss_gen
+                with frozen_bn_stats(self.D):
+                    logit_gen = self.D(GradReverse.apply(self.G(z))).float()
+                loss = loss + self.t.gan_weight * F.binary_cross_entropy_with_logits(
+                    logit_gen, torch.ones(n_gen, device=dev))
         loss.backward()
         self.opt_d.step()
         if n_gen:
             self.opt_g.step()
         # g_loss reported as the non-saturating generator loss on this batch: -log D_real(G(z))
-        g_loss = float(F.softplus(logits[len(xb):].detach()).mean()) if n_gen else float("nan")
+        g_loss = float(F.softplus(logit_gen.detach()).mean()) if n_gen else float("nan")
         return float(loss.detach()), g_loss
 
     def _run_epoch(self, epoch: int) -> dict[str, float]:

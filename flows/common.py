@@ -1,0 +1,91 @@
+"""Small helpers shared by the flows: running commands, reading stage metrics, the repo lock."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import yaml
+
+BIN = str(Path(sys.executable).parent)  # the venv's dvc/dfd
+
+
+class FlowError(RuntimeError):
+    """A command the flow ran failed; the message carries its output."""
+
+
+def sh(cmd: list[str], cwd: str | Path) -> str:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1"}
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise FlowError(f"`{' '.join(cmd)}` failed in {cwd} ({proc.returncode}):\n{proc.stdout[-2000:]}\n"
+                        f"{proc.stderr[-4000:]}")
+    return proc.stdout
+
+
+def stage_metric_files(repo: str | Path) -> dict[str, list[str]]:
+    """{stage: [metrics files]} as declared in dvc.yaml (no paths hard-coded in flows)."""
+    stages = yaml.safe_load((Path(repo) / "dvc.yaml").read_text())["stages"]
+    out = {}
+    for name, stage in stages.items():
+        files = []
+        for entry in stage.get("metrics", []):
+            files.append(entry if isinstance(entry, str) else next(iter(entry)))
+        out[name] = files
+    return out
+
+
+def read_metrics(repo: str | Path, rel: str) -> dict:
+    path = Path(repo) / rel
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def metrics_markdown(title: str, metrics: dict) -> str:
+    rows = [f"### {title}", "", "| metric | value |", "|---|---|"]
+    for key, value in metrics.items():
+        if isinstance(value, (int, float, bool, str)) or value is None:
+            rows.append(f"| {key} | {value} |")
+    return "\n".join(rows) + "\n"
+
+
+@contextmanager
+def repo_lock(repo: str | Path, name: str = "dfd-retrain.lock"):
+    """One retraining at a time per repo: a second run is refused with a clear error."""
+    path = Path(repo) / ".dvc" / "tmp" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        raise FlowError(f"another retraining run holds {path} (pid {path.read_text().strip() or '?'}); "
+                        "refusing to run two at once. Delete the file if that run is dead.") from None
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def wait_healthy(api_url: str, timeout_s: float = 90.0) -> None:
+    """Poll `GET {api_url}/health` until the Prefect server answers true (or time out)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{api_url}/health", timeout=2).json() is True:
+                return
+        except (httpx.HTTPError, ValueError) as exc:
+            last = exc
+        time.sleep(0.5)
+    raise FlowError(f"Prefect server at {api_url} not healthy after {timeout_s}s: {last}")
+
+
+if __name__ == "__main__":  # python -m flows.common wait URL
+    wait_healthy(sys.argv[2])

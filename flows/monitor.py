@@ -1,0 +1,50 @@
+"""Flow `monitor`: drift check of the landing folder; on drift, start the retraining flow.
+
+    python -m flows.monitor
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+
+from deepfake_detector.params import load_params
+from flows.common import FlowError, metrics_markdown, sh
+from flows.retrain import retrain
+
+
+@task
+def drift_check(repo: str, landing: Path, out: Path) -> dict:
+    for need in ("artifacts/splits/train.csv", "artifacts/model/detector.pt"):
+        if not (Path(repo) / need).is_file():
+            raise FlowError(f"{need} is missing: run the pipeline (dvc repro) before monitoring")
+    sh(["dfd", "drift", str(out), "--reference", "artifacts/splits/train.csv", "--current", str(landing),
+        "--model", "artifacts/model", "--params", "params.yaml", "--no-progress"], repo)
+    metrics = json.loads((out / "metrics.json").read_text())
+    create_markdown_artifact(key="drift", markdown=metrics_markdown("drift of the landing folder", metrics))
+    return metrics
+
+
+@flow(name="dfd-monitor")
+def monitor(repo: str = ".", retrain_on_drift: bool = True) -> dict:
+    repo = str(Path(repo).resolve())
+    f = load_params(Path(repo) / "params.yaml").flows
+    landing = Path(repo) / f.landing
+    if not landing.is_dir() or not any(p.is_file() for p in landing.rglob("*")):
+        return {"drift": False, "retrained": None, "reason": f"landing folder {landing} is empty"}
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    m = drift_check(repo, landing, Path(repo) / "monitoring" / stamp)
+    drifted = bool(m["dataset_drift"] or m.get("embedding_drift"))
+    result = {"drift": drifted, "drift_share": m["drift_share"], "embedding_drift_score": m["embedding_drift_score"],
+              "report": f"monitoring/{stamp}/report.html", "retrained": None}
+    if drifted and retrain_on_drift:
+        result["retrained"] = retrain(repo)
+    return result
+
+
+if __name__ == "__main__":
+    print(json.dumps(monitor(), indent=2, default=str))

@@ -1,0 +1,40 @@
+"""Export the detector to ONNX and check it against torch.
+
+    dfd export artifacts/model --onnx artifacts/model/detector.onnx
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import load_detector
+
+
+class _Logits(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:  # (B, 3, S, S) in [0,1] -> (B,) logits
+        return self.model(image)
+
+
+def export_onnx(model_dir: str | Path, out: str | Path, n_check: int = 8, seed: int = 0) -> dict:
+    """Write the ONNX file; return {"max_abs_diff": ...} between torch and ONNX Runtime logits."""
+    import onnxruntime as ort
+
+    model, info = load_detector(model_dir)
+    size = int(info["image_size"])
+    x = torch.rand(n_check, 3, size, size, generator=torch.Generator().manual_seed(seed))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(_Logits(model).eval(), (x,), str(out), input_names=["image"], output_names=["logit"],
+                      dynamic_axes={"image": {0: "batch"}, "logit": {0: "batch"}}, opset_version=17, dynamo=False)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})[0]
+    return {"onnx": str(out), "max_abs_diff": float(np.abs(ref - got).max()), "n_checked": n_check,
+            "image_size": size}

@@ -1,0 +1,59 @@
+"""Evaluation: metric keys, robustness card, shortcut check, any-folder scoring with bad files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from typer.testing import CliRunner
+
+from deepfake_detector.cli import app
+from deepfake_detector.evaluate import PERTURBATIONS, evaluate
+from deepfake_detector.metrics import binary_metrics, choose_threshold
+
+import numpy as np
+
+
+def test_metrics_at_a_threshold():
+    y = np.array([0, 0, 1, 1, 1])
+    p = np.array([0.1, 0.6, 0.4, 0.8, 0.9])
+    m = binary_metrics(y, p, 0.5)
+    assert (m["tp"], m["fp"], m["tn"], m["fn"]) == (2, 1, 1, 1)
+    assert m["precision"] == round(2 / 3, 6) and m["recall"] == round(2 / 3, 6)
+    assert 0 <= m["eer"] <= 1 and 0 <= m["ece"] <= 1
+    perfect = binary_metrics(np.array([0, 1]), np.array([0.2, 0.9]), choose_threshold(np.array([0, 1]),
+                                                                                    np.array([0.2, 0.9])))
+    assert perfect["accuracy"] == 1.0 and perfect["roc_auc"] == 1.0
+
+
+def test_evaluate_on_the_test_split_writes_reports(prepared, tmp_path):
+    metrics = evaluate(prepared / "model", tmp_path / "eval", splits_dir=prepared / "splits", progress=False)
+    assert {"accuracy", "precision", "recall", "f1", "roc_auc", "average_precision", "eer", "tpr_at_1pct_fpr",
+            "brier", "ece"} <= set(metrics)
+    assert metrics["positive_class"] == "fake"
+    stored = json.loads((tmp_path / "eval/metrics.json").read_text())
+    assert stored["roc_auc"] == metrics["roc_auc"]
+    card = json.loads((tmp_path / "eval/robustness.json").read_text())
+    assert set(card) == set(PERTURBATIONS) | {"reencoded_same", "jpeg_q75@input", "downscale_0.5x@input"}
+    assert all("roc_auc_drop" in v for v in card.values())
+    for name in ("roc.csv", "pr.csv", "confusion.csv"):
+        assert (tmp_path / "eval/plots" / name).stat().st_size > 0
+    assert "paper: proposed hybrid (quoted)" in (tmp_path / "eval/summary.md").read_text()
+
+
+def test_any_labelled_folder_is_scored_and_bad_files_are_counted(prepared, demo_dir, tmp_path):
+    data = tmp_path / "cross"
+    shutil.copytree(demo_dir, data)
+    (data / "fake/broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    (data / "real/empty.png").write_bytes(b"")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["evaluate", "--model", str(prepared / "model"), "--data", str(data), str(out),
+                                      "--no-progress"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_unreadable"] == 2 and metrics["n"] == 80
+
+
+def test_evaluate_cli_explains_bad_usage(prepared):
+    result = CliRunner().invoke(app, ["evaluate", "only-one-path"])
+    assert result.exit_code == 2 and "usage" in result.output
