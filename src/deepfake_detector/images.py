@@ -27,16 +27,16 @@ class DataLayoutError(ValueError):
 def iter_labelled_files(root: str | Path) -> Iterator[tuple[Path, str]]:
     """Yield (path, label) for every file under root/<label>/, sorted, symlinks included.
 
-    Hidden files (e.g. .DS_Store, .gitignore) are skipped; anything else is yielded so that
-    validation can judge it. A top-level folder other than real/fake is an error.
+    Hidden files (e.g. .DS_Store, .gitignore) and files directly in root are skipped; anything
+    else is yielded so that validation can judge it. A top-level folder other than real/fake is
+    an error.
     """
     root = Path(root)
     if not root.is_dir():
         raise DataLayoutError(f"data folder not found: {root}")
-    tops = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    # top-level files (a README, MANIFEST.csv) are not images of any label: ignored
+    tops = sorted(p for p in root.iterdir() if not p.name.startswith(".") and p.is_dir())
     for top in tops:
-        if not top.is_dir():
-            raise DataLayoutError(f"{top}: expected only folders named {' or '.join(LABELS)} in {root}")
         if top.name not in LABELS:
             raise DataLayoutError(
                 f"{top}: unknown label folder '{top.name}'; expected {' or '.join(LABELS)}"
