@@ -32,7 +32,7 @@ def decode_all(paths: Sequence[str], size: int, progress: bool = True, desc: str
             else:
                 from .images import load_rgb
                 img = transform(load_rgb(paths[i]))
-                arr = np.asarray(img.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+                arr = np.array(img.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
         except Exception:  # noqa: BLE001 - counted by the caller via ok
             return
         out[i] = torch.from_numpy(arr).permute(2, 0, 1)
