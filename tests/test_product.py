@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
 from typer.testing import CliRunner
 
 from deepfake_detector.cli import app
@@ -123,3 +123,20 @@ def test_http_api_handles_concurrent_requests(server):
         probs = list(pool.map(call, range(16)))
     for i, p in enumerate(probs):  # same image -> same answer under concurrency
         assert p == pytest.approx(probs[i % 3], abs=1e-6)
+
+
+def test_crop_faces_finds_a_face_in_a_larger_photo(prepared, demo_dir, tmp_path):
+    face = Image.open(demo_dir / "real/demo__real_0000.jpg").convert("RGB").resize((192, 192), Image.Resampling.BICUBIC)
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(100, 140, (360, 520, 3), dtype=np.uint8)).filter(ImageFilter.GaussianBlur(3))
+    photo.paste(face, (280, 120))
+    path = tmp_path / "photo.jpg"
+    photo.save(path, quality=92)
+    (row,) = predict([str(path)], prepared / "model", crop_faces=True, progress=False)
+    x0, y0, x1, y1 = row["crop_box"]
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    assert 280 <= cx <= 472 and 120 <= cy <= 312, row["crop_box"]  # centred on the pasted face
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (200, 200), (128, 128, 128)).save(blank)
+    (row,) = predict([str(blank)], prepared / "model", crop_faces=True, progress=False)
+    assert row["crop_box"] is None and 0 <= row["fake_probability"] <= 1  # no face: whole image scored

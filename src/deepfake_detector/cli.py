@@ -169,6 +169,7 @@ def predict(paths: list[str] = typer.Argument(..., help="files, folders or globs
             band: float = typer.Option(0.1, help="'uncertain' when |p - threshold| < band"),
             explain: Path = typer.Option(None, help="write Grad-CAM overlays (PNG) here"),
             runtime: str = typer.Option("torch", help="torch | onnx (uses MODEL/detector.onnx)"),
+            crop_faces: bool = typer.Option(False, help="detect the largest face (OpenCV, offline) and score its crop"),
             progress: bool = True) -> None:
     """Fake probability and label per image; exit 1 if any file could not be read."""
     import csv
@@ -180,10 +181,11 @@ def predict(paths: list[str] = typer.Argument(..., help="files, folders or globs
     if format not in ("table", "json", "csv") or runtime not in ("torch", "onnx"):
         _fail(ValueError("--format is table|json|csv and --runtime is torch|onnx"))
     try:
-        rows = run(paths, model, band, explain, runtime, progress=progress)
+        rows = run(paths, model, band, explain, runtime, crop_faces=crop_faces, progress=progress)
     except (CheckpointError, FileNotFoundError) as exc:
         _fail(exc)
-    cols = ["path", "fake_probability", "label", "uncertain", "error"] + (["explanation"] if explain else [])
+    cols = (["path", "fake_probability", "label", "uncertain", "error"] + (["crop_box"] if crop_faces else [])
+            + (["explanation"] if explain else []))
     if format == "json":
         print(json.dumps(rows, indent=2))
     elif format == "csv":
