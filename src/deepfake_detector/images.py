@@ -72,6 +72,16 @@ def load_rgb(path: str | Path, size: int | None = None) -> Image.Image:
     return rgb
 
 
-def load_array(path: str | Path, size: int) -> np.ndarray:
-    """Decode to a uint8 HxWx3 array at size x size."""
-    return np.array(load_rgb(path, size), dtype=np.uint8)  # a writable copy for torch.from_numpy
+def source_of(path: str | Path) -> str:
+    """`<source>__name.ext` file names carry their source (as in faces-a); else 'unknown'."""
+    name = Path(path).name
+    return name.split("__", 1)[0] if "__" in name else "unknown"
+
+
+def to_tensor(img: Image.Image, size: int):
+    """RGB image -> uint8 torch tensor (3, size, size), resized like load_rgb."""
+    import torch
+
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
+    return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)

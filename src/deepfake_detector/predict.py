@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .images import IMAGE_SUFFIXES, load_rgb
+from .images import IMAGE_SUFFIXES, load_rgb, to_tensor
 
 
 def expand(inputs: list[str]) -> list[str]:
@@ -132,7 +132,7 @@ def predict(inputs: list[str], model_dir: str | Path, band: float = 0.1, explain
         box = detect_face(img) if crop_faces else None
         if box is not None:
             img = img.crop(box)
-        arr = torch.from_numpy(np.array(img.resize((size, size), Image.Resampling.BILINEAR))).permute(2, 0, 1)[None]
+        arr = to_tensor(img, size)[None]
         if onnx is not None:
             prob = float(onnx.predict(arr)[0])
         else:

@@ -13,7 +13,6 @@ import json
 import threading
 from pathlib import Path
 
-import numpy as np
 import torch
 from fastapi import FastAPI, File, UploadFile
 from fastapi.responses import JSONResponse
@@ -33,7 +32,7 @@ def sniff(data: bytes) -> "str | None":
 def create_app(model_dir: str | Path, max_bytes: int = 10 * 2**20, band: float = 0.1):
     from .augment import to_input
     from .checkpoint import load_detector
-    from .images import to_rgb
+    from .images import to_rgb, to_tensor
 
     model, info = load_detector(model_dir)
     size, thr = int(info["image_size"]), float(info["threshold"])
@@ -67,7 +66,7 @@ def create_app(model_dir: str | Path, max_bytes: int = 10 * 2**20, band: float =
                 rgb = to_rgb(img)
         except Exception as exc:  # noqa: BLE001 - corrupt upload
             return error(400, f"corrupt {kind} image: {type(exc).__name__}: {exc}")
-        arr = torch.from_numpy(np.array(rgb.resize((size, size), Image.Resampling.BILINEAR))).permute(2, 0, 1)[None]
+        arr = to_tensor(rgb, size)[None]
         with lock, torch.no_grad():
             prob = float(torch.sigmoid(model(to_input(arr, size)))[0])
         return {"filename": file.filename, "detected_type": kind, "fake_probability": round(prob, 6),

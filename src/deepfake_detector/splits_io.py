@@ -27,10 +27,10 @@ def read_split(splits_dir: str | Path, name: str) -> pd.DataFrame:
 
 def read_folder(folder: str | Path) -> pd.DataFrame:
     """A labelled folder (real/, fake/) as a split-like frame; unlabelled files get label ''."""
-    from .images import iter_labelled_files
+    from .images import iter_labelled_files, source_of
 
     rows = [{"path": str(p.resolve()), "label": lab} for p, lab in iter_labelled_files(folder)]
     frame = pd.DataFrame(rows, columns=["path", "label"])
     frame["y"] = frame["label"].map({lab: i for i, lab in enumerate(LABELS)}).astype(int)
-    frame["source"] = [Path(p).name.split("__", 1)[0] if "__" in Path(p).name else "unknown" for p in frame["path"]]
+    frame["source"] = frame["path"].map(source_of)
     return frame

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .images import load_array
+from .images import load_rgb, to_tensor
 
 
 def decode_all(paths: Sequence[str], size: int, progress: bool = True, desc: str = "decode",
@@ -27,15 +27,10 @@ def decode_all(paths: Sequence[str], size: int, progress: bool = True, desc: str
 
     def work(i: int) -> None:
         try:
-            if transform is None:
-                arr = load_array(paths[i], size)
-            else:
-                from .images import load_rgb
-                img = transform(load_rgb(paths[i]))
-                arr = np.array(img.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+            img = load_rgb(paths[i])
+            out[i] = to_tensor(transform(img) if transform is not None else img, size)
         except Exception:  # noqa: BLE001 - counted by the caller via ok
             return
-        out[i] = torch.from_numpy(arr).permute(2, 0, 1)
         ok[i] = True
 
     with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -35,7 +35,7 @@ from tqdm import tqdm
 from .features import cheap_features
 from .gx_suite import REASONS, run_suite
 from .hashing import components, near_pairs
-from .images import CONVERTIBLE_MODES, GRAYSCALE_MODES, iter_labelled_files, to_rgb
+from .images import CONVERTIBLE_MODES, GRAYSCALE_MODES, iter_labelled_files, source_of, to_rgb
 from .label_issues import find_label_issues
 from .params import ValidateParams
 
@@ -132,14 +132,8 @@ def collect_metadata(data_dir: Path, p: ValidateParams, cache_path: Path | None 
         rows.append({**row, "bytes": len(data), "sha256": sha, **meta})
     _save_cache(cache_path, cache)
     frame = pd.DataFrame(rows, columns=["path", "label", "is_symlink", "bytes", "sha256", *_CACHED_KEYS])
-    frame["source"] = frame["path"].map(_source_of)
+    frame["source"] = frame["path"].map(source_of)
     return frame, stats
-
-
-def _source_of(rel_path: str) -> str:
-    """`<source>__name.ext` names carry their source (as in faces-a); else 'unknown'."""
-    name = rel_path.rsplit("/", 1)[-1]
-    return name.split("__", 1)[0] if "__" in name else "unknown"
 
 
 def flag_groups(frame: pd.DataFrame, p: ValidateParams, seed: int) -> pd.DataFrame:
