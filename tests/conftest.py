@@ -29,7 +29,7 @@ TINY = {  # params that make every stage take seconds on 2 cores
     "seed": 0,
     "validate": {"min_size": 16},
     "split": {"val": 0.25, "test": 0.25},
-    "model": {"stem": "imagenet", "extra_convs": 1, "generator_width": 8, "latent_dim": 16},
+    "model": {"extra_convs": 1, "generator_width": 8, "latent_dim": 16, "generator_size": 32},  # default backbone
     "train": {"image_size": 32, "epochs": 1, "batch_size": 8, "patience": 3},
     "drift": {"embedding_dims": 4},
 }

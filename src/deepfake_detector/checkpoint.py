@@ -12,7 +12,9 @@ from typing import Any
 
 import torch
 
-from .models import Generator, HybridDetector
+from torch import nn
+
+from .models import Generator, build_detector
 
 FORMAT = "dfd-detector/1"
 
@@ -38,14 +40,14 @@ def safe_load(path: str | Path) -> dict[str, Any]:
     return obj
 
 
-def save_detector(path: Path, model: HybridDetector, image_size: int, threshold: float,
+def save_detector(path: Path, model: nn.Module, image_size: int, threshold: float,
                   extra: dict[str, Any] | None = None) -> None:
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     torch.save({"format": FORMAT, "config": dict(model.config), "image_size": image_size,
                 "threshold": float(threshold), "state_dict": state, **(extra or {})}, path)
 
 
-def load_detector(model_dir_or_file: str | Path, device: str = "cpu") -> tuple[HybridDetector, dict[str, Any]]:
+def load_detector(model_dir_or_file: str | Path, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the detector from detector.pt; errors name the file and what is wrong."""
     path = Path(model_dir_or_file)
     if path.is_dir():
@@ -54,9 +56,9 @@ def load_detector(model_dir_or_file: str | Path, device: str = "cpu") -> tuple[H
     if ckpt.get("format") != FORMAT or "state_dict" not in ckpt or "config" not in ckpt:
         raise CheckpointError(f"{path}: not a dfd detector checkpoint (format {ckpt.get('format')!r})")
     try:
-        model = HybridDetector(**ckpt["config"])
+        model = build_detector(ckpt["config"])  # architecture only: weights come from the file
         model.load_state_dict(ckpt["state_dict"], strict=True)
-    except (RuntimeError, TypeError, KeyError) as exc:
+    except (RuntimeError, TypeError, KeyError, ValueError) as exc:
         raise CheckpointError(f"{path}: weights do not match the stored config: {str(exc)[:300]}") from None
     model.eval().to(device)
     info = {k: v for k, v in ckpt.items() if k != "state_dict"}

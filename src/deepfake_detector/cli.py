@@ -93,7 +93,7 @@ def train(splits: Path, model: Path, reports: Path, params: Path = PARAMS,
           resume: bool = typer.Option(False, help="continue from checkpoints/last.pt"),
           dry_run: bool = typer.Option(False, help="2 batches per epoch (smoke test)"),
           progress: bool = True) -> None:
-    """Train the hybrid SE-ResNet34 GAN; the discriminator is the detector."""
+    """Train the hybrid GAN (model.backbone); the discriminator is the detector."""
     from .train import train as run
 
     p = _params(params)
@@ -109,7 +109,7 @@ def train(splits: Path, model: Path, reports: Path, params: Path = PARAMS,
 def baselines(splits: Path, out: Path, reports: Path, params: Path = PARAMS,
               checkpoints: Path = typer.Option(Path("artifacts/baseline_checkpoints")),
               dry_run: bool = False, progress: bool = True) -> None:
-    """Train the comparison models (plain ResNet34, GAN-off ablation, spectrum + LR)."""
+    """Train the comparison models (plain backbone, GAN-off ablation, frozen probe, spectrum + LR)."""
     from .baselines import run_baselines
 
     p = _params(params)
@@ -225,6 +225,62 @@ def serve(model: Path = typer.Option(Path("artifacts/model")), host: str = "127.
     from .serve import create_app
 
     uvicorn.run(create_app(model, int(max_mb * 2**20)), host=host, port=port, log_level="warning")
+
+
+@app.command("metrics-diff")
+def metrics_diff(base: str = typer.Option("HEAD", help="git revision to compare with")) -> None:
+    """Markdown table of metric changes vs BASE, each marked inside/outside the base's 95 % CI."""
+    from .review import metrics_diff as run
+
+    try:
+        print(run(base), end="")
+    except FileNotFoundError as exc:
+        _fail(exc)
+
+
+params_app = typer.Typer(no_args_is_help=True, help="Settings: apply a profile (an override file) to params.yaml.")
+app.add_typer(params_app, name="params")
+
+
+@params_app.command("apply")
+def params_apply(profile: Path, params: Path = PARAMS) -> None:
+    """Write PROFILE's values into params.yaml in place (layout and comments kept); validated first."""
+    from .params import ParamsError, apply_profile
+
+    try:
+        changed = apply_profile(params, profile)
+    except ParamsError as exc:
+        _fail(exc)
+    console.print(f"{params}: set {', '.join(changed) or 'nothing'} from {profile}")
+
+
+weights_app = typer.Typer(no_args_is_help=True, help="ImageNet weights for the backbones (never fetched implicitly).")
+app.add_typer(weights_app, name="weights")
+
+
+@weights_app.command("show")
+def weights_show() -> None:
+    """Where each backbone's ImageNet weights are, or why they are missing."""
+    from .pretrained import WeightsNotFound, resolve_weights
+
+    out = {}
+    for backbone in ("efficientnet_lite0", "se_resnet34"):
+        try:
+            out[backbone] = str(resolve_weights(backbone, "imagenet"))
+        except WeightsNotFound as exc:
+            out[backbone] = f"missing: {exc}"
+    _show(out)
+
+
+@weights_app.command("fetch")
+def weights_fetch(backbone: str = typer.Argument(..., help="se_resnet34 | efficientnet_lite0")) -> None:
+    """Download torchvision's ResNet34 ImageNet file into $TORCH_HOME (needs internet)."""
+    from .pretrained import WeightsNotFound, fetch
+
+    try:
+        console.print(f"weights: {fetch(backbone)}")
+    except (WeightsNotFound, ValueError) as exc:
+        _fail(exc)
 
 
 def main() -> None:  # pragma: no cover

@@ -23,7 +23,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .features import STAT_SIZE, image_stats, jpeg_quality
-from .images import IMAGE_SUFFIXES, to_rgb
+from .images import IMAGE_SUFFIXES, to_rgb, to_tensor
 
 STAT_COLUMNS = ["brightness", "contrast", "saturation", "sharpness", "hf_energy", "width", "height",
                 "file_bytes", "jpeg_quality"]
@@ -44,8 +44,14 @@ def list_images(source: str | Path) -> list[str]:
             and (p.suffix.lower() in IMAGE_SUFFIXES or p.suffix == "")]
 
 
-def file_features(paths: list[str], progress: bool = False) -> tuple[pd.DataFrame, torch.Tensor, int]:
-    """(stats frame for readable files, their uint8 thumbnails (N,3,S,S), count of unreadable)."""
+def file_features(paths: list[str], progress: bool = False, model_size: int | None = None
+                  ) -> tuple[pd.DataFrame, torch.Tensor, int]:
+    """(stats frame for readable files, uint8 images at model_size (N,3,S,S) for the detector, unreadable count).
+
+    Statistics use STAT_SIZE thumbnails; the detector gets its own input size (decoded from the same
+    image), never an upsampled thumbnail.
+    """
+    size = model_size or STAT_SIZE
     rows, thumbs, bad = [], [], 0
     for path in tqdm(paths, desc="drift features", unit="img", disable=not progress, leave=False):
         try:
@@ -60,14 +66,14 @@ def file_features(paths: list[str], progress: bool = False) -> tuple[pd.DataFram
         small = np.asarray(rgb.resize((STAT_SIZE, STAT_SIZE), Image.Resampling.BILINEAR), np.uint8)
         rows.append({"path": path, **image_stats(small), "width": rgb.width, "height": rgb.height,
                      "file_bytes": nbytes, "jpeg_quality": quality})
-        thumbs.append(torch.from_numpy(small.copy()).permute(2, 0, 1))
+        thumbs.append(to_tensor(rgb, size))
     frame = pd.DataFrame(rows, columns=["path", *STAT_COLUMNS])
-    return frame, (torch.stack(thumbs) if thumbs else torch.zeros(0, 3, STAT_SIZE, STAT_SIZE, dtype=torch.uint8)), bad
+    return frame, (torch.stack(thumbs) if thumbs else torch.zeros(0, 3, size, size, dtype=torch.uint8)), bad
 
 
 @torch.no_grad()
 def embed(model_dir: str | Path, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """(pre-logit embeddings (N, 512), fake probabilities (N,)) from the trained detector."""
+    """(pre-logit embeddings (N, D), fake probabilities (N,)) from the trained detector (D: 512 or 1280)."""
     from .augment import to_input
     from .checkpoint import load_detector
 
@@ -92,8 +98,14 @@ def drift(reference: str | Path, current: str | Path, out_dir: str | Path, model
     ref_paths, cur_paths = list_images(reference), list_images(current)
     if not cur_paths:
         raise ValueError(f"current set is empty: {current}")
-    ref, ref_img, ref_bad = file_features(ref_paths, progress)
-    cur, cur_img, cur_bad = file_features(cur_paths, progress)
+    model_size = None
+    if model_dir is not None:
+        from .checkpoint import safe_load
+
+        path = Path(model_dir) / "detector.pt" if Path(model_dir).is_dir() else Path(model_dir)
+        model_size = int(safe_load(path).get("image_size", STAT_SIZE))
+    ref, ref_img, ref_bad = file_features(ref_paths, progress, model_size)
+    cur, cur_img, cur_bad = file_features(cur_paths, progress, model_size)
     if len(cur) < 2 or len(ref) < 2:
         raise ValueError(f"need at least 2 readable images on each side (reference {len(ref)}, current {len(cur)}; "
                          f"{cur_bad} unreadable in current)")

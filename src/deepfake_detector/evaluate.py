@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageFilter
 
-from .metrics import binary_metrics
+from .metrics import CI_METRICS, binary_metrics, bootstrap_ci, bootstrap_indices
 from .scorers import Scorer, load_scorer
 from .splits_io import read_folder, read_split
 from .tensorcache import decode_all
@@ -131,11 +131,11 @@ def summary_markdown(results: dict[str, dict], primary: str, robustness: dict) -
         lines.append(f"| {name} (measured) | " + " | ".join(_fmt(m.get(k)) for k in KEY_METRICS) + " |")
     for name, m in PAPER_ROWS.items():
         lines.append(f"| {name} | " + " | ".join(_fmt(m.get(k)) for k in KEY_METRICS) + " |")
-    if "resnet34" in results:
-        ours, plain = results[primary]["roc_auc"], results["resnet34"]["roc_auc"]
-        verdict = "beats" if ours > plain else "does NOT beat"
-        lines += ["", f"The hybrid ({primary}) {verdict} the plain ResNet34 on test ROC-AUC "
-                      f"({ours:.4f} vs {plain:.4f})."]
+    for base, label in (("plain", "the plain fine-tuned backbone"), ("probe_lr", "the frozen-feature probe")):
+        if base in results:
+            ours, other = results[primary]["roc_auc"], results[base]["roc_auc"]
+            verdict = "beats" if ours > other else "does NOT beat"
+            lines += ["", f"The hybrid ({primary}) {verdict} {label} on test ROC-AUC ({ours:.4f} vs {other:.4f})."]
     if "gan_off" in results:
         lines.append(f"GAN term ablation: ROC-AUC with GAN {results[primary]['roc_auc']:.4f}, "
                      f"without {results['gan_off']['roc_auc']:.4f}.")
@@ -174,9 +174,13 @@ def evaluate(model_dir: str | Path, out_dir: str | Path, *, splits_dir: str | Pa
         results[name] = res
         if name == primary:
             main = res
-    metrics = {**main["metrics"], "n_unreadable": main["n_unreadable"], "positive_class": "fake",
-               "by_source": main["by_source"],
-               "baselines": {n: {k: r["metrics"][k] for k in ("accuracy", "f1", "roc_auc")}
+    # 95 % bootstrap intervals, paired by image: every model is resampled with the same indices
+    idx = bootstrap_indices(len(main["y"]), seed=0)
+    ci = {n: bootstrap_ci(r["y"], r["prob"], scorers[n].threshold, idx) if len(r["y"]) == len(main["y"]) else None
+          for n, r in results.items()}
+    metrics = {**main["metrics"], "ci95": ci[primary], "n_unreadable": main["n_unreadable"],
+               "positive_class": "fake", "by_source": main["by_source"],
+               "baselines": {n: {**{k: r["metrics"][k] for k in CI_METRICS}, "ci95": ci[n]}
                              for n, r in results.items() if n != primary}}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out_dir / "robustness.json").write_text(json.dumps(main["robustness"], indent=2) + "\n")

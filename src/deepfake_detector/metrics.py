@@ -63,3 +63,42 @@ def binary_metrics(y: np.ndarray, prob: np.ndarray, threshold: float) -> dict[st
         "tp": tp, "fp": fp, "tn": tn, "fn": fn,
     }
     return {k: (int(v) if k in ("n", "tp", "fp", "tn", "fn") else round(float(v), 6)) for k, v in out.items()}
+
+
+CI_METRICS = ("roc_auc", "accuracy", "f1")
+
+
+def bootstrap_indices(n: int, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+    """(n_boot, n) resampled row indices; the same for every model scored on the same rows (paired)."""
+    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+
+
+def bootstrap_ci(y: np.ndarray, prob: np.ndarray, threshold: float, idx: np.ndarray,
+                 level: float = 0.95) -> dict[str, list[float]]:
+    """Percentile bootstrap intervals of ROC-AUC, accuracy and F1 over the resamples in idx."""
+    y, prob = np.asarray(y, int), np.asarray(prob, float)
+    pred = (prob >= threshold).astype(int)
+    values: dict[str, list[float]] = {k: [] for k in CI_METRICS}
+    for rows in idx:
+        yy, pp, dd = y[rows], prob[rows], pred[rows]
+        if len(np.unique(yy)) == 2:
+            values["roc_auc"].append(skm.roc_auc_score(yy, pp))
+        values["accuracy"].append(float((yy == dd).mean()))
+        values["f1"].append(skm.f1_score(yy, dd, zero_division=0))
+    alpha = (1 - level) / 2
+    return {k: [round(float(np.quantile(v, alpha)), 6), round(float(np.quantile(v, 1 - alpha)), 6)] if v
+            else [float("nan"), float("nan")] for k, v in values.items()}
+
+
+def paired_auc_difference(y: np.ndarray, prob_a: np.ndarray, prob_b: np.ndarray, idx: np.ndarray,
+                          level: float = 0.95) -> dict[str, float]:
+    """AUC(a) - AUC(b) on the same images, with its paired percentile bootstrap interval."""
+    y = np.asarray(y, int)
+    diffs = [skm.roc_auc_score(y[r], prob_a[r]) - skm.roc_auc_score(y[r], prob_b[r])
+             for r in idx if len(np.unique(y[r])) == 2]
+    alpha = (1 - level) / 2
+    point = skm.roc_auc_score(y, prob_a) - skm.roc_auc_score(y, prob_b) if len(np.unique(y)) == 2 else float("nan")
+    if not diffs:
+        return {"difference": float(point), "ci_low": float("nan"), "ci_high": float("nan")}
+    return {"difference": round(float(point), 6), "ci_low": round(float(np.quantile(diffs, alpha)), 6),
+            "ci_high": round(float(np.quantile(diffs, 1 - alpha)), 6)}

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class _Strict(BaseModel):
@@ -19,6 +19,8 @@ class _Strict(BaseModel):
 
 class LabelIssueParams(_Strict):
     remove: bool = False
+    features: Literal["embeddings", "cheap"] = "embeddings"  # frozen pretrained embeddings | colour/spectrum stats
+    c: float = Field(0.05, gt=0)  # inverse L2 strength of the out-of-fold logistic regression on embeddings
     folds: int = Field(5, ge=2)
     min_self_confidence: float = Field(0.1, ge=0, le=1)
 
@@ -38,13 +40,21 @@ class SplitParams(_Strict):
 
 
 class ModelParams(_Strict):
-    stem: Literal["imagenet", "small", "cifar"] = "imagenet"
-    se_reduction: int = Field(16, ge=0)  # 0: no attention (plain ResNet34 baseline)
+    backbone: Literal["se_resnet34", "efficientnet_lite0"] = "efficientnet_lite0"
+    pretrained: str | None = "imagenet"  # imagenet | a local state-dict path | null (from scratch)
+    stem: Literal["imagenet", "small", "cifar"] = "imagenet"  # se_resnet34 only
+    se_reduction: int = Field(16, ge=0)  # 0: no attention (plain backbone baseline)
     extra_convs: int = Field(2, ge=0)
     dropout: float = Field(0.3, ge=0, lt=1)
-    pretrained_weights: str | None = None
     latent_dim: int = Field(100, ge=1)
     generator_width: int = Field(64, ge=8)
+    generator_size: int = Field(64, ge=8)  # G makes faces at this size; upsampled to train.image_size
+
+    def detector_config(self) -> dict:
+        """The architecture part, as stored in every checkpoint and rebuilt by models.build_detector."""
+        cfg = dict(backbone=self.backbone, se_reduction=self.se_reduction, extra_convs=self.extra_convs,
+                   dropout=self.dropout)
+        return {**cfg, "stem": self.stem} if self.backbone == "se_resnet34" else cfg
 
 
 class AugmentParams(_Strict):
@@ -54,6 +64,7 @@ class AugmentParams(_Strict):
     jpeg_prob: float = Field(0.3, ge=0, le=1)
     jpeg_quality: tuple[int, int] = (40, 95)
     blur_prob: float = Field(0.2, ge=0, le=1)
+    blur_sigma: tuple[float, float] = (0.1, 3.0)  # Gaussian sigma range, in px at 224 px (scaled to image_size)
     resize_prob: float = Field(0.2, ge=0, le=1)
     noise_prob: float = Field(0.1, ge=0, le=1)
 
@@ -63,7 +74,11 @@ class TrainParams(_Strict):
     image_size: int = Field(64, ge=16)
     epochs: int = Field(4, ge=1)
     batch_size: int = Field(16, ge=2)
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(1e-3, gt=0)  # new layers (SE gates, extra convs, head), and all layers from scratch
+    lr_backbone: float = Field(1e-4, gt=0)  # pretrained layers
+    warmup_epochs: float = Field(0.5, ge=0)  # linear warmup, then cosine decay (per step)
+    freeze_blocks: int = Field(0, ge=0)  # stem + first N backbone blocks frozen (weights and BN stats)
+    freeze_bn: bool = True  # pretrained backbone's BN keeps its ImageNet running stats (train == eval behaviour)
     lr_generator: float = Field(2e-4, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     gan_weight: float = Field(0.3, ge=0)
@@ -71,6 +86,7 @@ class TrainParams(_Strict):
     patience: int = Field(5, ge=1)
     select_metric: Literal["roc_auc", "f1", "accuracy", "average_precision"] = "roc_auc"
     threads: int = Field(0, ge=0)
+    cache_ram_gb: float = Field(8.0, gt=0)  # decoded training images above this go to a memory-mapped disk cache
     augment: AugmentParams = AugmentParams()
 
 
@@ -104,25 +120,100 @@ class Params(_Strict):
     drift: DriftParams = DriftParams()
     flows: FlowParams = FlowParams()
 
+    @model_validator(mode="after")
+    def _sizes_fit_the_networks(self) -> "Params":
+        if self.model.backbone == "efficientnet_lite0" and self.train.image_size % 32:
+            raise ValueError(f"train.image_size must be a multiple of 32 for efficientnet_lite0, "
+                             f"got {self.train.image_size}")
+        if self.model.pretrained is None and self.train.freeze_blocks:
+            raise ValueError("train.freeze_blocks needs model.pretrained (frozen random weights learn nothing)")
+        return self
+
 
 class ParamsError(ValueError):
     """params.yaml is missing, unparsable, or does not match the schema."""
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate a params file; errors name the offending key."""
-    path = Path(path)
+def _read(path: Path) -> dict:
     if not path.is_file():
         raise ParamsError(f"params file not found: {path}")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping of settings, got {type(raw).__name__}")
+    return raw
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Deep merge: mappings merge key by key, anything else in override replaces the base value."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_params(path: str | Path = "params.yaml", *overrides: str | Path | dict) -> Params:
+    """Read a params file, deep-merge override files/dicts on top, validate; errors name the key."""
+    path = Path(path)
+    raw = _read(path)
+    for o in overrides:
+        raw = merge(raw, o if isinstance(o, dict) else _read(Path(o)))
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        lines = [f"{path}: invalid params"]
+        lines = [f"{path}{' + overrides' if overrides else ''}: invalid params"]
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"])
             lines.append(f"  {key}: {err['msg']}")
         raise ParamsError("\n".join(lines)) from None
+
+
+def _leaves(d: dict, prefix: tuple = ()) -> dict[tuple, object]:
+    out = {}
+    for k, v in d.items():
+        out.update(_leaves(v, prefix + (k,)) if isinstance(v, dict) else {prefix + (k,): v})
+    return out
+
+
+def apply_profile(params_path: str | Path, profile: str | Path) -> list[str]:
+    """Write a profile's values into params.yaml in place, keeping its layout and comments.
+
+    A profile holds only what differs (e.g. profiles/paper.yaml). The result is validated before it
+    is written; returns the changed keys. DVC then sees an ordinary params change (`dvc params diff`).
+    """
+    import json
+
+    params_path, profile = Path(params_path), Path(profile)
+    lines = params_path.read_text().splitlines(keepends=True)
+    wanted = _leaves(_read(profile))
+    load_params(params_path, profile)  # validate the merged result first: nothing is written on error
+    stack: list[tuple[int, str]] = []
+    changed, seen = [], set()
+    for i, line in enumerate(lines):
+        body = line.split("#", 1)[0].rstrip()
+        if not body.strip() or ":" not in body or body.lstrip().startswith("- "):
+            continue
+        indent = len(body) - len(body.lstrip())
+        key, _, value = body.strip().partition(":")
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        path = tuple(k for _, k in stack) + (key,)
+        if not value.strip():
+            stack.append((indent, key))
+            continue
+        if path in wanted:
+            pre = line.split("#", 1)[0].rstrip("\n")
+            comment = line[len(pre):].rstrip("\n") if "#" in line else ""
+            head = f"{' ' * indent}{key}: {json.dumps(wanted[path]) if not isinstance(wanted[path], str) else wanted[path]}"
+            if yaml.safe_load(f"v: {head.split(': ', 1)[1]}")["v"] != wanted[path]:
+                head = f"{' ' * indent}{key}: {json.dumps(wanted[path])}"
+            lines[i] = ((head.ljust(len(pre) - 1) + " " + comment) if comment else head).rstrip() + "\n"
+            seen.add(path)
+            changed.append(".".join(path))
+    missing = [".".join(k) for k in wanted if k not in seen]
+    if missing:
+        raise ParamsError(f"{profile}: keys not found in {params_path}: {', '.join(missing)}")
+    params_path.write_text("".join(lines))
+    return changed

@@ -10,6 +10,8 @@ an error entry; the rest are still scored (the CLI exits 1 if any failed).
 
 from __future__ import annotations
 
+import hashlib
+
 import functools
 import glob
 import os
@@ -76,8 +78,8 @@ def detect_face(img: Image.Image, margin: float = 0.25) -> tuple[int, int, int, 
 def grad_cam(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Grad-CAM for the predicted class: (B, 3, H, W) in [0,1] -> (B, H, W) heatmaps in [0,1].
 
-    Uses layer3 (4x4 at 64x64 input with the imagenet stem): the final 2x2 map is too coarse.
-    The target is the logit for "fake" images and its negation for "real" ones.
+    Uses the detector's `cam_layer()` (stride 16: 14x14 at 224 px, 4x4 at 64 px): the final map is too
+    coarse. The target is the logit for "fake" images and its negation for "real" ones.
     """
     model.eval()
     store: dict[str, torch.Tensor] = {}
@@ -86,13 +88,13 @@ def grad_cam(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         out.retain_grad()
         store["act"] = out
 
-    handle = model.layer3.register_forward_hook(hook)
+    handle = model.cam_layer().register_forward_hook(hook)
     try:
         logits = model(x.clone().requires_grad_(True))
     finally:
         handle.remove()
     torch.where(logits >= 0, logits, -logits).sum().backward()
-    act = store["act"]  # (B, 256, h, w)
+    act = store["act"]  # (B, C, h, w)
     weights = act.grad.mean((2, 3), keepdim=True)
     cam = torch.relu((weights * act).sum(1, keepdim=True))  # (B, 1, h, w)
     cam = torch.nn.functional.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
@@ -144,7 +146,8 @@ def predict(inputs: list[str], model_dir: str | Path, band: float = 0.1, explain
             row["crop_box"] = list(box) if box is not None else None
         if explain_dir is not None:
             heat = grad_cam(model, to_input(arr, size))[0].numpy()
-            out = Path(explain_dir) / f"{Path(path).stem}_gradcam.png"
+            tag = hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:8]  # a/x.jpg != b/x.jpg
+            out = Path(explain_dir) / f"{Path(path).stem}_{tag}_gradcam.png"
             overlay(img, heat).save(out)
             row["explanation"] = str(out)
         results.append(row)

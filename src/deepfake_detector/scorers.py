@@ -67,7 +67,11 @@ class SpectrumScorer:
 
 
 def load_scorer(model_dir: str | Path, device: str = "cpu") -> Scorer:
+    from .probe import ProbeScorer
+
     model_dir = Path(model_dir)
     if (model_dir / SpectrumScorer.FILE).is_file():
         return SpectrumScorer(model_dir)
+    if (model_dir / ProbeScorer.FILE).is_file():
+        return ProbeScorer(model_dir)
     return TorchScorer(model_dir, device)

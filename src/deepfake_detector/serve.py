@@ -5,7 +5,9 @@
 
 POST /predict (multipart field `file`) -> JSON; GET /health; GET /model (the model card).
 The type is detected from the bytes, never the file name. Errors are JSON:
-413 too large, 415 not an image, 400 an image that does not decode.
+413 too large (bytes, or pixels: decompression bombs are refused from the header, before decoding),
+415 not an image, 400 an image that does not decode. Decoding and the model run in a worker
+thread, so the event loop (and /health) keeps answering while predictions run.
 """
 
 import io
@@ -29,7 +31,10 @@ def sniff(data: bytes) -> "str | None":
     return next((kind for sig, kind in SIGNATURES.items() if data.startswith(sig)), None)
 
 
-def create_app(model_dir: str | Path, max_bytes: int = 10 * 2**20, band: float = 0.1):
+def create_app(model_dir: str | Path, max_bytes: int = 10 * 2**20, band: float = 0.1,
+               max_pixels: int = 40_000_000):
+    from starlette.concurrency import run_in_threadpool
+
     from .augment import to_input
     from .checkpoint import load_detector
     from .images import to_rgb, to_tensor
@@ -52,6 +57,24 @@ def create_app(model_dir: str | Path, max_bytes: int = 10 * 2**20, band: float =
     def model_card() -> dict:
         return {"threshold": thr, "image_size": size, "card": card}
 
+    def score(data: bytes, kind: str) -> "dict | JSONResponse":
+        """Decode + model, in a worker thread."""
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                if img.width * img.height > max_pixels:  # header only: nothing decoded yet
+                    return error(413, f"image of {img.width}x{img.height} pixels exceeds the {max_pixels}-pixel cap")
+                img.load()
+                rgb = to_rgb(img)
+        except Image.DecompressionBombError as exc:
+            return error(413, f"decompression bomb refused: {exc}")
+        except Exception as exc:  # noqa: BLE001 - corrupt upload
+            return error(400, f"corrupt {kind} image: {type(exc).__name__}: {exc}")
+        arr = to_tensor(rgb, size)[None]
+        with lock, torch.no_grad():
+            prob = float(torch.sigmoid(model(to_input(arr, size)))[0])
+        return {"detected_type": kind, "fake_probability": round(prob, 6), "label": "fake" if prob >= thr else "real",
+                "uncertain": abs(prob - thr) < band, "threshold": thr}
+
     @app.post("/predict")
     async def predict(file: UploadFile = File(...)):
         data = await file.read(max_bytes + 1)
@@ -60,16 +83,7 @@ def create_app(model_dir: str | Path, max_bytes: int = 10 * 2**20, band: float =
         kind = sniff(data)
         if kind is None:
             return error(415, "not an image (JPEG, PNG, GIF, BMP, TIFF or WebP expected; detected from content)")
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                img.load()
-                rgb = to_rgb(img)
-        except Exception as exc:  # noqa: BLE001 - corrupt upload
-            return error(400, f"corrupt {kind} image: {type(exc).__name__}: {exc}")
-        arr = to_tensor(rgb, size)[None]
-        with lock, torch.no_grad():
-            prob = float(torch.sigmoid(model(to_input(arr, size)))[0])
-        return {"filename": file.filename, "detected_type": kind, "fake_probability": round(prob, 6),
-                "label": "fake" if prob >= thr else "real", "uncertain": abs(prob - thr) < band, "threshold": thr}
+        result = await run_in_threadpool(score, data, kind)
+        return result if isinstance(result, JSONResponse) else {"filename": file.filename, **result}
 
     return app

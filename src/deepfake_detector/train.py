@@ -11,6 +11,7 @@ run to the same end; the best epoch by `train.select_metric` on val becomes dete
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from contextlib import contextmanager
@@ -26,7 +27,8 @@ from tqdm import tqdm
 from .augment import augment, jpeg_cpu, to_input
 from .checkpoint import safe_load, save_detector
 from .metrics import binary_metrics, choose_threshold
-from .models import Generator, HybridDetector, WeightedBCELoss, class_weights_from_counts
+from .models import (Generator, WeightedBCELoss, backbone_batchnorms, build_detector, class_weights_from_counts,
+                     freeze_early, keep_frozen_eval)
 from .params import Params
 from .splits_io import read_split
 from .tensorcache import decode_all
@@ -68,6 +70,16 @@ def frozen_bn_stats(model: torch.nn.Module):
             m.momentum = mom
 
 
+def warmup_cosine(warmup_steps: int, total_steps: int):
+    """LR factor per optimizer step: linear warmup to 1, then cosine decay to 0."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
 @dataclass
 class TrainState:
     epoch: int = -1  # last completed epoch
@@ -79,7 +91,7 @@ class TrainState:
 
 
 @torch.no_grad()
-def predict_proba(model: HybridDetector, images: torch.Tensor, size: int, device: torch.device,
+def predict_proba(model: torch.nn.Module, images: torch.Tensor, size: int, device: torch.device,
                   batch_size: int = 128) -> np.ndarray:
     """Fake probability for a uint8 (N, 3, H, W) tensor."""
     model.eval()
@@ -94,21 +106,39 @@ def predict_proba(model: HybridDetector, images: torch.Tensor, size: int, device
 class Trainer:
     def __init__(self, p: Params, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor,
                  val_y: np.ndarray, model_dir: Path, ckpt_dir: Path, report_dir: Path, device: torch.device,
-                 progress: bool = True, max_batches: int | None = None) -> None:
+                 progress: bool = True, max_batches: int | None = None, rows: np.ndarray | None = None) -> None:
+        """rows: the usable rows of train_x/train_y (all by default); train_x may be a memory-mapped cache."""
         self.p, self.t, self.device = p, p.train, device
-        self.train_x, self.train_y, self.val_x, self.val_y = train_x, train_y, val_x, val_y
+        self.train_x, self.val_x, self.val_y = train_x, val_x, val_y
+        self.rows = torch.arange(len(train_x)) if rows is None else torch.as_tensor(rows)
+        self.train_y = train_y
+        train_y = train_y[self.rows]
         self.model_dir, self.ckpt_dir, self.report_dir = model_dir, ckpt_dir, report_dir
         self.progress, self.max_batches = progress and IS_MAIN, max_batches
         torch.manual_seed(p.seed)
         m = p.model
-        self.D = HybridDetector(m.stem, m.se_reduction, m.extra_convs, m.dropout)
-        self.pretrained = self.D.load_pretrained(m.pretrained_weights) if m.pretrained_weights else None
-        self.G = Generator(m.latent_dim, m.generator_width, self.t.image_size)
-        if device.type == "cuda":
-            self.D, self.G = self.D.to(device, memory_format=torch.channels_last), self.G.to(device)
-        self.opt_d = torch.optim.AdamW(self.D.parameters(), lr=self.t.lr, weight_decay=self.t.weight_decay)
+        self.D = build_detector(m.detector_config(), pretrained=m.pretrained)
+        self.pretrained = self.D.pretrained_info
+        self.frozen = freeze_early(self.D, self.t.freeze_blocks)
+        if m.pretrained and self.t.freeze_bn:  # small-data fine-tuning: BN stats lagging fast-moving weights
+            self.frozen += backbone_batchnorms(self.D)  # made eval-mode scores differ from train-mode ones
+        self.G = Generator(m.latent_dim, m.generator_width, m.generator_size)
+        # channels-last: 2x faster depthwise/3x3 convs on CPU (oneDNN) as on CUDA
+        self.D, self.G = self.D.to(device, memory_format=torch.channels_last), self.G.to(device)
+        backbone = {id(q) for q in self.D.backbone_parameters()} if m.pretrained else set()
+        trainable = [q for q in self.D.parameters() if q.requires_grad]
+        groups = [{"params": [q for q in trainable if id(q) in backbone], "lr": self.t.lr_backbone},
+                  {"params": [q for q in trainable if id(q) not in backbone], "lr": self.t.lr}]
+        self.opt_d = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=self.t.weight_decay)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=self.t.lr_generator, betas=(0.5, 0.999))
-        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt_d, T_max=self.t.epochs)
+        bs = self.t.batch_size
+        n = len(self.rows)
+        self.steps_per_epoch = max(1, -(-n // bs) - (1 if n % bs == 1 else 0))  # batches of 1 are dropped
+        if max_batches:
+            self.steps_per_epoch = min(self.steps_per_epoch, max_batches)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt_d, warmup_cosine(round(self.t.warmup_epochs * self.steps_per_epoch),
+                                      self.t.epochs * self.steps_per_epoch))
         counts = torch.bincount(train_y, minlength=2).tolist()
         w = class_weights_from_counts(*counts) if self.t.class_weights == "auto" else self.t.class_weights
         self.class_weights = tuple(float(v) for v in w)
@@ -129,9 +159,9 @@ class Trainer:
         fake and G to make D call them real (minimax GAN).
         """
         a, dev = self.t.augment, self.device
-        x = augment(jpeg_cpu(xb, a, gen).to(dev, non_blocking=True), self.t.image_size, a, gen)
-        if dev.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+        size = self.t.image_size
+        x = augment(jpeg_cpu(xb, a, gen).to(dev, non_blocking=True), size, a, gen)
+        x = x.contiguous(memory_format=torch.channels_last)
         y = yb.to(dev)
         n_gen = max(2, len(xb) // 2) if self.t.gan_weight > 0 else 0
         self.opt_d.zero_grad(set_to_none=True)
@@ -140,12 +170,16 @@ class Trainer:
             loss = self.crit(self.D(x).float(), y)
             if n_gen:
                 z = torch.randn(n_gen, self.p.model.latent_dim, generator=gen).to(dev)
+                fake = self.G(z)  # (n_gen, 3, generator_size, generator_size)
+                if fake.shape[-1] != size:  # a 64 px generator feeds any input size
+                    fake = F.interpolate(fake, size=size, mode="bilinear", align_corners=False)
                 with frozen_bn_stats(self.D):
-                    logit_gen = self.D(GradReverse.apply(self.G(z))).float()
+                    logit_gen = self.D(GradReverse.apply(fake.contiguous(memory_format=torch.channels_last))).float()
                 loss = loss + self.t.gan_weight * F.binary_cross_entropy_with_logits(
                     logit_gen, torch.ones(n_gen, device=dev))
         loss.backward()
         self.opt_d.step()
+        self.sched.step()
         if n_gen:
             self.opt_g.step()
         # g_loss reported as the non-saturating generator loss on this batch: -log D_real(G(z))
@@ -157,11 +191,11 @@ class Trainer:
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
         self.D.train(), self.G.train()
-        order = torch.randperm(len(self.train_x), generator=gen)
+        keep_frozen_eval(self.frozen)
+        order = self.rows[torch.randperm(len(self.rows), generator=gen)]
         bs = self.t.batch_size
         batches = [order[i:i + bs] for i in range(0, len(order), bs) if len(order[i:i + bs]) > 1]
-        if self.max_batches:
-            batches = batches[: self.max_batches]
+        batches = batches[: self.steps_per_epoch]
         d_losses, g_losses, n_img, t0 = [], [], 0, time.perf_counter()
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{self.t.epochs}", unit="batch", disable=not self.progress,
                    leave=False)
@@ -170,7 +204,6 @@ class Trainer:
             d_losses.append(d), g_losses.append(g)
             n_img += len(idx)
             bar.set_postfix(d=f"{d:.3f}", g=f"{g:.3f}")
-        self.sched.step()
         secs = time.perf_counter() - t0
         return {"d_loss": float(np.mean(d_losses)), "g_loss": float(np.nanmean(g_losses)) if self.t.gan_weight > 0
                 else float("nan"), "images_per_s": n_img / max(secs, 1e-9), "epoch_s": secs}
@@ -201,7 +234,7 @@ class Trainer:
                       {"val_metrics": metrics, "epoch": self.state.epoch})
         m = self.p.model
         torch.save({"config": {"latent_dim": m.latent_dim, "width": m.generator_width,
-                               "image_size": self.t.image_size},
+                               "image_size": m.generator_size},
                     "state_dict": {k: v.cpu() for k, v in self.G.state_dict().items()}},
                    self.model_dir / "generator.pt")
 
@@ -271,19 +304,24 @@ def train(splits_dir: str | Path, model_dir: str | Path, report_dir: str | Path,
     model_dir, report_dir, ckpt_dir = Path(model_dir), Path(report_dir), Path(ckpt_dir)
     device = pick_device(p.train.device)
     size = p.train.image_size
-    load_size = round(size * 1.25)  # room for the random resized crop
+    a = p.train.augment
+    # With no scale/rotation augmentation, train images are cached at the input size itself: the model
+    # then sees exactly the pixels evaluation sees (one antialiased resize, none at native size), so
+    # resampling traces cannot differ between train and test. Otherwise: room for the resized crop.
+    load_size = size if a.scale_min == 1 and a.rotation == 0 else round(size * 1.25)
     tr, va = read_split(splits_dir, "train"), read_split(splits_dir, "val")
     if tr["y"].nunique() < 2 or va.empty:
         raise ValueError("training needs both classes in the train split and a non-empty val split")
     t0 = time.perf_counter()
-    train_x, ok_tr = decode_all(tr["path"].tolist(), load_size, progress, "decode train")
+    train_x, ok_tr = decode_all(tr["path"].tolist(), load_size, progress, "decode train",
+                                disk_dir=ckpt_dir / "cache", ram_limit_bytes=int(p.train.cache_ram_gb * 2**30))
     val_x, ok_va = decode_all(va["path"].tolist(), size, progress, "decode val")
-    train_x, train_y = train_x[ok_tr], torch.tensor(tr["y"].to_numpy()[ok_tr])
+    train_y = torch.tensor(tr["y"].to_numpy())  # full length: rows index both (no copy of a disk cache)
     val_x, val_y = val_x[ok_va], va["y"].to_numpy()[ok_va]
     decode_s = time.perf_counter() - t0
 
     trainer = Trainer(p, train_x, train_y, val_x, val_y, model_dir, ckpt_dir, report_dir, device, progress,
-                      max_batches=2 if dry_run else None)
+                      max_batches=2 if dry_run else None, rows=np.flatnonzero(ok_tr))
     t1 = time.perf_counter()
     state = trainer.fit(resume=resume, stop_after=stop_after)
     fit_s = time.perf_counter() - t1
@@ -294,14 +332,14 @@ def train(splits_dir: str | Path, model_dir: str | Path, report_dir: str | Path,
         trainer.G.eval()
         save_image(trainer.G(trainer.z_fixed.to(device)).float().cpu(), report_dir / "samples.png", nrow=8)
     card = {
-        "model": "hybrid SE-ResNet34 GAN discriminator", "positive_class": "fake",
+        "model": f"hybrid {p.model.backbone} GAN discriminator", "positive_class": "fake",
         "data_version_md5": _data_version(), "params": p.model_dump(by_alias=True),
         "class_weights": trainer.class_weights, "best_epoch": state.best_epoch,
         "epochs_run": state.epoch + 1, "stopped_early": state.stopped_early,
         "val_metrics": {k[4:]: v for k, v in best.items() if k.startswith("val_")},
         "pretrained": None if trainer.pretrained is None else {"skipped": trainer.pretrained["skipped"]},
         "device": str(device) + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""),
-        "n_train": int(len(train_x)), "n_val": int(len(val_x)),
+        "n_train": int(ok_tr.sum()), "n_val": int(len(val_x)),
         "unreadable_skipped": int((~ok_tr).sum() + (~ok_va).sum()),
         "decode_s": round(decode_s, 2), "fit_s": round(fit_s, 2),
         "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__},

@@ -12,7 +12,7 @@ Rejection reasons (first that applies, in this order):
 - conflicting_label: same bytes or near-same pHash under both labels: every copy removed
 - label_issue: flagged by confident learning (only removed when validate.label_issue.remove)
 
-`data/` is only read. Per-file results are cached by sha256 in the cache file, so a re-run
+`data/` is only read. Per-file results are cached by sha256 + decode version (code and max_pixels) in the cache file, so a re-run
 after adding a few files decodes only those files.
 """
 
@@ -36,7 +36,7 @@ from .features import cheap_features
 from .gx_suite import REASONS, run_suite
 from .hashing import components, near_pairs
 from .images import CONVERTIBLE_MODES, GRAYSCALE_MODES, iter_labelled_files, source_of, to_rgb
-from .label_issues import find_label_issues
+from .label_issues import embed_files, find_label_issues, thumbnails_html
 from .params import ValidateParams
 
 MANIFEST_COLUMNS = ["path", "label", "sha256", "format", "mode", "width", "height", "bytes", "phash", "source"]
@@ -83,6 +83,18 @@ def decode_metadata(data: bytes, max_pixels: int) -> dict[str, Any]:
     return meta
 
 
+def decode_version(p: ValidateParams) -> str:
+    """What a cached per-file result depends on besides the bytes: the decode code and its params.
+
+    Editing features.py/hashing.py/images.py/validate.py or changing validate.max_pixels gives a new
+    version, so every file is decoded again instead of reusing stale results.
+    """
+    h = hashlib.sha256(f"max_pixels={p.max_pixels}".encode())
+    for name in ("validate.py", "features.py", "hashing.py", "images.py"):
+        h.update((Path(__file__).parent / name).read_bytes())
+    return h.hexdigest()[:12]
+
+
 def _load_cache(path: Path | None) -> dict[str, dict]:
     if path is None or not path.is_file():
         return {}
@@ -90,27 +102,29 @@ def _load_cache(path: Path | None) -> dict[str, dict]:
     for line in path.read_text().splitlines():
         try:
             rec = json.loads(line)
-            cache[rec.pop("sha256")] = rec
+            cache[rec.pop("key")] = rec
         except (json.JSONDecodeError, KeyError):
-            continue  # a damaged line costs one re-decode, nothing else
+            continue  # a damaged (or old-format) line costs one re-decode, nothing else
     return cache
 
 
 def _save_cache(path: Path | None, cache: dict[str, dict]) -> None:
+    """Writes the entries of this run only, sorted: same files -> same bytes (a quiet dvc.lock)."""
     if path is None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     with tmp.open("w") as fh:
-        for sha, rec in cache.items():
-            fh.write(json.dumps({"sha256": sha, **rec}) + "\n")
+        for key in sorted(cache):
+            fh.write(json.dumps({"key": key, **cache[key]}) + "\n")
     os.replace(tmp, path)
 
 
 def collect_metadata(data_dir: Path, p: ValidateParams, cache_path: Path | None = None,
                      progress: bool = True) -> tuple[pd.DataFrame, dict[str, int]]:
     """One row per file under data_dir/<label>/; returns (frame, {"decoded": n, "cached": n})."""
-    cache = _load_cache(cache_path)
+    cache, used = _load_cache(cache_path), {}
+    version = decode_version(p)
     rows, stats = [], {"decoded": 0, "cached": 0}
     files = list(iter_labelled_files(data_dir))
     for path, label in tqdm(files, desc="validate", unit="img", disable=not progress):
@@ -122,22 +136,27 @@ def collect_metadata(data_dir: Path, p: ValidateParams, cache_path: Path | None 
             rows.append({**row, "bytes": 0, "sha256": None, "decodes": False, "error": str(exc)})
             continue
         sha = hashlib.sha256(data).hexdigest()
-        if sha in cache:
-            meta = cache[sha]
+        key = f"{sha}:{version}"
+        if key in cache:
+            meta = cache[key]
             stats["cached"] += 1
         else:
             meta = decode_metadata(data, p.max_pixels)
-            cache[sha] = meta
             stats["decoded"] += 1
+        used[key] = meta
         rows.append({**row, "bytes": len(data), "sha256": sha, **meta})
-    _save_cache(cache_path, cache)
+    _save_cache(cache_path, used)
     frame = pd.DataFrame(rows, columns=["path", "label", "is_symlink", "bytes", "sha256", *_CACHED_KEYS])
     frame["source"] = frame["path"].map(source_of)
     return frame, stats
 
 
-def flag_groups(frame: pd.DataFrame, p: ValidateParams, seed: int) -> pd.DataFrame:
-    """Add is_duplicate, conflicting_label, label_issue (+ detail) columns."""
+def flag_groups(frame: pd.DataFrame, p: ValidateParams, seed: int,
+                embeddings: np.ndarray | None = None) -> pd.DataFrame:
+    """Add is_duplicate, conflicting_label, label_issue (+ detail) columns.
+
+    embeddings: one row per frame row (pretrained features) for the label-issue model; None -> cheap features.
+    """
     frame = frame.copy()
     frame["detail"] = ""
     frame["is_duplicate"] = frame.duplicated(subset=["label", "sha256"], keep="first") & frame["sha256"].notna()
@@ -158,10 +177,14 @@ def flag_groups(frame: pd.DataFrame, p: ValidateParams, seed: int) -> pd.DataFra
     frame["label_issue"] = False
     frame["label_confidence"] = np.nan
     usable = frame["features"].map(lambda f: isinstance(f, list)) & ~frame["is_duplicate"] & ~frame["conflicting_label"]
+    if embeddings is not None:
+        usable &= pd.Series(np.isfinite(embeddings).all(1), index=frame.index)
     if usable.any():
-        feats = np.array(frame.loc[usable, "features"].tolist(), dtype=np.float64)
+        feats = (embeddings[usable.to_numpy()] if embeddings is not None
+                 else np.array(frame.loc[usable, "features"].tolist(), dtype=np.float64))
         labels = (frame.loc[usable, "label"] == "fake").astype(int).to_numpy()
-        flags, conf = find_label_issues(feats, labels, p.label_issue.folds, p.label_issue.min_self_confidence, seed)
+        flags, conf = find_label_issues(feats, labels, p.label_issue.folds, p.label_issue.min_self_confidence, seed,
+                                        c=p.label_issue.c if embeddings is not None else 1.0)
         frame.loc[usable, "label_issue"] = flags
         frame.loc[usable, "label_confidence"] = conf
     for i in frame.index[frame["label_issue"] & (frame["detail"] == "")]:
@@ -186,7 +209,16 @@ def validate(data_dir: str | Path, clean_dir: str | Path, report_dir: str | Path
     """Validate every file, write the cleaned dataset and the reports; return the metrics."""
     data_dir, clean_dir, report_dir = Path(data_dir), Path(clean_dir), Path(report_dir)
     frame, cache_stats = collect_metadata(data_dir, p, Path(cache_path) if cache_path else None, progress)
-    frame = flag_groups(frame, p, seed)
+    embeddings = None
+    if p.label_issue.features == "embeddings":
+        decodes = frame["decodes"].fillna(False).astype(bool)
+        emb_cache = Path(cache_path).with_name("embeddings.npy") if cache_path else None
+        sub = embed_files([data_dir / r for r in frame.loc[decodes, "path"]], frame.loc[decodes, "sha256"].tolist(),
+                          emb_cache, progress)
+        if sub is not None:
+            embeddings = np.full((len(frame), sub.shape[1]), np.nan, np.float32)
+            embeddings[decodes.to_numpy()] = sub
+    frame = flag_groups(frame, p, seed, embeddings)
     gx_frame = frame.drop(columns=["features", "detail", "label_confidence"])
     docs_dir = report_dir / "data_docs"
     shutil.rmtree(docs_dir, ignore_errors=True)
@@ -213,8 +245,10 @@ def validate(data_dir: str | Path, clean_dir: str | Path, report_dir: str | Path
     rejected = frame[frame["reason"] != ""]
     rejected[["path", "label", "reason", "detail"]].to_csv(report_dir / "rejected.csv", index=False,
                                                            quoting=csv.QUOTE_MINIMAL)
-    candidates = frame[frame["label_issue"]]
-    candidates[["path", "label", "label_confidence"]].to_csv(report_dir / "label_issues.csv", index=False)
+    candidates = frame[frame["label_issue"]].sort_values(["label_confidence", "path"])
+    candidates = candidates.assign(rank=np.arange(1, len(candidates) + 1))
+    candidates[["rank", "path", "label", "label_confidence"]].to_csv(report_dir / "label_issues.csv", index=False)
+    thumbnails_html(candidates.to_dict("records"), data_dir, report_dir / "label_issues.html")
     metrics = {
         "total": int(len(frame)),
         "kept": int(len(kept)),
@@ -222,6 +256,9 @@ def validate(data_dir: str | Path, clean_dir: str | Path, report_dir: str | Path
         "rejected_by_reason": {r: int((frame["reason"] == r).sum()) for r in REASONS},
         "kept_by_label": {lab: int((kept["label"] == lab).sum()) for lab in ("real", "fake")},
         "label_issue_candidates": int(len(candidates)),
+        "label_issue_features": ("pretrained embeddings" if embeddings is not None else
+                                 "cheap colour/spectrum features" + (" (fallback: no pretrained weights)"
+                                                                     if p.label_issue.features == "embeddings" else "")),
     }
     (report_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (report_dir / "gx_result.json").write_text(json.dumps(gx_summary, indent=2) + "\n")

