@@ -19,6 +19,7 @@ $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
 	$(BIN)/pip check
+	$(BIN)/dfd plots-template .dvc/plots_offline.html
 	touch $@
 
 install: $(BIN)/.installed
@@ -44,4 +45,5 @@ flows: install
 diff: install
 	@dvc params diff $${BASE:-HEAD} --md
 	@dvc metrics diff $${BASE:-HEAD} --md
+	@dfd metrics-diff --base $${BASE:-HEAD}
 	@dvc plots diff $${BASE:-HEAD} -o reports/plots_diff >/dev/null && echo "plots: reports/plots_diff/index.html"

@@ -27,15 +27,17 @@ from deepfake_detector.params import load_params  # noqa: E402
 
 PROFILE = REPO / "profiles/faces.yaml"
 CONFIGS: dict[str, dict] = {  # overrides on top of params.yaml + profiles/faces.yaml
-    "lite0_224": {},
-    "lite0_224_gan_off": {"train": {"gan_weight": 0.0}},
-    "lite0_128": {"train": {"image_size": 128, "freeze_blocks": 0}},
+    "lite0_256": {},  # the profile itself: native resolution, mild augmentation, GAN on
+    "lite0_256_gan_off": {"train": {"gan_weight": 0.0}},
+    "lite0_224_strong_aug": {"train": {"image_size": 224, "augment": {
+        "scale_min": 0.7, "rotation": 10, "jpeg_prob": 0.5, "jpeg_quality": [30, 95], "blur_prob": 0.3,
+        "resize_prob": 0.2, "noise_prob": 0.1}}},
     "lite0_64": {"train": {"image_size": 64, "freeze_blocks": 0}},
     "se_resnet34_64_paper": {"model": {"backbone": "se_resnet34", "pretrained": None, "stem": "imagenet"},
                              "train": {"image_size": 64, "epochs": 25, "batch_size": 32, "patience": 8,
-                                       "freeze_blocks": 0, "lr": 1e-3}},
+                                       "freeze_blocks": 0}},
 }
-PROBES = {"probe_224": 224, "probe_64": 64}  # frozen ImageNet features + logistic regression
+PROBES = {"probe_256": 256, "probe_224": 224}  # frozen ImageNet features + logistic regression
 
 
 def sh(*cmd: str | Path, cwd: Path) -> None:

@@ -4,10 +4,14 @@
 
 Runs in its own git worktree on a new branch `retrain/<UTC time>`, sharing the repo's DVC
 cache, so the user's workspace is never touched and overlapping runs cannot corrupt each
-other (a second run is also refused by a lock). Bad landed files go to quarantine/<time>/
-with the reasons; good ones are merged under data/<label>/batch-<time>/ and archived.
-A model worse than the last accepted one (the base commit's reports/eval/metrics.json) is
-not promoted: the branch is kept for review, the push is skipped, and the report says why.
+other (a second run is also refused by a lock). Good landed files are merged under
+data/<label>/batch-<time>/ in the worktree. The gate (`deepfake_detector.gate`) scores the base
+commit's accepted model (champion, fetched with `dvc get` from the DVC cache or remote) and the
+new one (challenger) on the same current test split and decides with a paired bootstrap; the
+decision is committed as reports/retrain/<time>.{json,md}. Only after that commit exists do
+landed files leave landing/ (bad ones to quarantine/<time>/ with rejected.csv, good ones to
+archive/<time>/): on any failure before it, landing/ is as it was, main's data/ is untouched,
+and the worktree and its branch are removed.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
+import yaml
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
@@ -27,7 +32,7 @@ from deepfake_detector.params import GateParams, load_params
 from flows.common import FlowError, repo_lock, sh
 from flows.pipeline import pipeline
 
-EVAL_METRICS = "reports/eval/metrics.json"
+MODEL_DIR, SPLITS_DIR = "artifacts/model", "artifacts/splits"
 
 
 @task
@@ -42,48 +47,71 @@ def open_worktree(repo: str, branch: str) -> str:
 
 
 @task
-def validate_landing(repo: str, landing: Path, quarantine: Path, stamp: str) -> list[str]:
-    """Run the same GX validation on the landed batch; quarantine rejects; return accepted paths."""
+def validate_landing(repo: str, landing: Path, stamp: str) -> tuple[list[str], pd.DataFrame]:
+    """The same GX validation on the landed batch: (accepted paths, rejected rows). Moves nothing."""
     scratch = Path(repo) / ".dvc" / "tmp" / f"landing-{stamp}"
-    sh(["dfd", "validate", str(landing), str(scratch / "clean"), str(scratch / "reports"), "--no-progress",
-        "--params", str(Path(repo) / "params.yaml")], repo)
-    rejected = pd.read_csv(scratch / "reports/rejected.csv")
-    if len(rejected):
-        qdir = quarantine / stamp
-        for rel in rejected["path"]:
-            (qdir / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(landing / rel), qdir / rel)
-        rejected.to_csv(qdir / "rejected.csv", index=False)
-    accepted = pd.read_csv(scratch / "clean/manifest.csv")["path"].tolist()
-    shutil.rmtree(scratch, ignore_errors=True)
-    return accepted
+    try:
+        sh(["dfd", "validate", str(landing), str(scratch / "clean"), str(scratch / "reports"), "--no-progress",
+            "--params", str(Path(repo) / "params.yaml")], repo)
+        rejected = pd.read_csv(scratch / "reports/rejected.csv")
+        accepted = pd.read_csv(scratch / "clean/manifest.csv")["path"].tolist()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return accepted, rejected
 
 
 @task
-def merge_into_data(worktree: str, landing: Path, archive: Path, accepted: list[str], stamp: str) -> int:
+def merge_into_data(worktree: str, landing: Path, accepted: list[str], stamp: str) -> int:
+    """Copy accepted files into the worktree's data/ (landing/ is only read) and `dvc add` it."""
     for rel in accepted:
         label, rest = rel.split("/", 1)
         dest = Path(worktree) / "data" / label / f"batch-{stamp}" / rest
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(landing / rel, dest)
-        (archive / stamp / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(landing / rel), archive / stamp / rel)
     sh(["dvc", "add", "-q", "data"], worktree)
     return len(accepted)
 
 
 @task
-def gate(previous: dict, current: dict, g: GateParams) -> tuple[bool, str]:
-    if not previous:
-        return True, "no accepted model on the base commit: first model is accepted"
-    old, new = previous.get(g.metric), current.get(g.metric)
-    if new is None:
-        return False, f"the new run produced no {g.metric}"
-    if new < old - g.max_drop:
-        return False, f"{g.metric} {new:.4f} < accepted {old:.4f} - {g.max_drop} (max drop)"
-    if current.get("f1", 0) < previous.get("f1", 0) - g.max_f1_drop:
-        return False, f"f1 {current.get('f1'):.4f} < accepted {previous.get('f1'):.4f} - {g.max_f1_drop}"
-    return True, f"{g.metric} {new:.4f} vs accepted {old:.4f} (max drop {g.max_drop})"
+def fetch_champion(repo: str, base: str, dest: Path) -> tuple[str | None, str | None]:
+    """The base commit's accepted model: (dir, None); (None, None) if the base has no trained model;
+    (None, error) if it has one that cannot be fetched (the gate then refuses, naming the error)."""
+    try:
+        lock = yaml.safe_load(sh(["git", "show", f"{base}:dvc.lock"], repo)) or {}
+    except FlowError:
+        return None, None
+    outs = [o.get("path") for o in ((lock.get("stages") or {}).get("train") or {}).get("outs", [])]
+    if MODEL_DIR not in outs:
+        return None, None
+    try:
+        sh(["dvc", "get", repo, MODEL_DIR, "--rev", base, "-o", str(dest)], repo)
+    except FlowError as exc:
+        return None, f"dvc get {MODEL_DIR} at {base[:10]} failed: {str(exc)[-300:]}"
+    return str(dest), None
+
+
+@task
+def run_gate(worktree: str, champion: str | None, champion_error: str | None, g: GateParams) -> dict:
+    from deepfake_detector.gate import compare
+
+    return compare(Path(worktree) / MODEL_DIR, champion, Path(worktree) / SPLITS_DIR, g,
+                   champion_error=champion_error)
+
+
+def _move_all(landing: Path, rels: list[str], dest: Path) -> None:
+    for rel in rels:
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(landing / rel), dest / rel)
+
+
+@task
+def release_landing(landing: Path, accepted: list[str], rejected: pd.DataFrame, archive: Path, quarantine: Path,
+                    stamp: str) -> None:
+    """After the branch commit: rejects to quarantine/<stamp>/ (+ rejected.csv), the rest to archive/<stamp>/."""
+    if len(rejected):
+        _move_all(landing, rejected["path"].tolist(), quarantine / stamp)
+        rejected.to_csv(quarantine / stamp / "rejected.csv", index=False)
+    _move_all(landing, accepted, archive / stamp)
 
 
 @task(retries=2, retry_delay_seconds=1)
@@ -102,6 +130,17 @@ def _ensure_remote(repo: str, worktree: str, fallback: str) -> str:
     return "dfd-local"
 
 
+def _report(stamp: str, base: str, record: dict, quarantine: str, diff: str, pdiff: str) -> str:
+    verdict = "PROMOTED" if record["promoted"] else "NOT PROMOTED"
+    return (f"# Retraining {stamp}\n\n**Gate: {verdict}** — {record['reason']}\n\n"
+            f"Champion (base `{base[:10]}`) and challenger were scored on the same current test split "
+            f"(md5 `{record['test_split_md5']}`); machine-readable record: `reports/retrain/{stamp}.json`.\n\n"
+            f"- new images merged: {record['new_images']}\n- quarantined: {record['quarantined']} "
+            f"(`{quarantine}/{stamp}/rejected.csv`, moved once this commit existed)\n\n"
+            f"## Metrics diff (each commit on its own test split: context, not the gate)\n\n{diff or '(no change)'}\n\n"
+            f"## Params diff\n\n{pdiff or '(no change)'}\n")
+
+
 @flow(name="dfd-retrain")
 def retrain(repo: str = ".", landing: str | None = None) -> dict:
     t0 = time.perf_counter()
@@ -114,42 +153,41 @@ def retrain(repo: str = ".", landing: str | None = None) -> dict:
     branch = f"retrain/{stamp}"
     with repo_lock(repo):
         base = sh(["git", "rev-parse", "HEAD"], repo).strip()
-        try:
-            previous = json.loads(sh(["git", "show", f"{base}:{EVAL_METRICS}"], repo))
-        except FlowError:
-            previous = {}
-        accepted = validate_landing(repo, landing_dir, Path(repo) / f.quarantine, stamp)
-        quarantined = Path(repo) / f.quarantine / stamp / "rejected.csv"
-        n_quarantined = len(pd.read_csv(quarantined)) if quarantined.is_file() else 0
+        accepted, rejected = validate_landing(repo, landing_dir, stamp)
         wt = open_worktree(repo, branch)
+        committed = False
         try:
-            n_new = merge_into_data(wt, landing_dir, Path(repo) / f.archive, accepted, stamp)
+            n_new = merge_into_data(wt, landing_dir, accepted, stamp)
             pipeline(wt)
-            current = json.loads((Path(wt) / EVAL_METRICS).read_text())
-            promoted, why = gate(previous, current, f.gate)
+            champion, champion_error = fetch_champion(repo, base, Path(wt) / ".dvc/tmp/champion")
+            record = run_gate(wt, champion, champion_error, f.gate)
+            record.update(stamp=stamp, base_commit=base, branch=branch, new_images=n_new,
+                          quarantined=int(len(rejected)))
             diff = sh(["dvc", "metrics", "diff", base, "--md"], wt)
-            pdiff = sh(["dvc", "params", "diff", base, "--md"], wt)
-            body = (f"# Retraining {stamp}\n\n**Gate: {'PROMOTED' if promoted else 'NOT PROMOTED'}** — {why}\n\n"
-                    f"- new images merged: {n_new}\n- quarantined: {n_quarantined} "
-                    f"(`{f.quarantine}/{stamp}/rejected.csv`)\n- base commit: `{base[:10]}`\n\n"
-                    f"## Metrics diff\n\n{diff or '(no change)'}\n\n## Params diff\n\n{pdiff or '(no change)'}\n")
+            body = _report(stamp, base, record, f.quarantine, diff, sh(["dvc", "params", "diff", base, "--md"], wt))
             report = Path(wt) / "reports" / "retrain" / f"{stamp}.md"
             report.parent.mkdir(parents=True, exist_ok=True)
             report.write_text(body)
+            report.with_suffix(".json").write_text(json.dumps(record, indent=2, default=float) + "\n")
             sh(["git", "add", "data.dvc", "dvc.lock", "reports"], wt)
             sh(["git", "commit", "-q", "-m", f"retrain {stamp}: +{n_new} images, "
-                f"{'promoted' if promoted else 'NOT promoted'}: {why}"], wt)
+                f"{'promoted' if record['promoted'] else 'NOT promoted'}: {record['reason']}"], wt)
+            committed = True
+            release_landing(landing_dir, accepted, rejected, Path(repo) / f.archive, Path(repo) / f.quarantine, stamp)
             pushed = False
-            if promoted:
+            if record["promoted"]:
                 dvc_push(wt, _ensure_remote(repo, wt, f.remote))
                 pushed = True
             create_markdown_artifact(key="retrain-report", markdown=body, description="PR body")
         finally:
             sh(["git", "worktree", "remove", "--force", wt], repo)
-    return {"branch": branch, "promoted": promoted, "reason": why, "pushed": pushed, "new_images": n_new,
-            "quarantined": n_quarantined, "report": f"reports/retrain/{stamp}.md (on {branch})",
-            "metrics_diff": diff, "seconds": round(time.perf_counter() - t0, 1)}
+            if not committed:  # failed before the commit: no half-made branch is left behind
+                sh(["git", "branch", "-D", branch], repo)
+    return {"branch": branch, "promoted": record["promoted"], "reason": record["reason"], "pushed": pushed,
+            "new_images": n_new, "quarantined": int(len(rejected)), "gate": record,
+            "report": f"reports/retrain/{stamp}.md (on {branch})", "metrics_diff": diff,
+            "seconds": round(time.perf_counter() - t0, 1)}
 
 
 if __name__ == "__main__":
-    print(json.dumps(retrain(), indent=2))
+    print(json.dumps(retrain(), indent=2, default=float))

@@ -90,6 +90,8 @@ def init_project(dest: Path, data: Path, params: Path | None = None) -> Path:
     run(["git", "init", "-q", "-b", "main"], dest)
     run(["dvc", "init", "-q"], dest)
     run(["dvc", "config", "core.analytics", "false"], dest)
+    run(["dvc", "config", "plots.html_template", "plots_offline.html"], dest)  # as this repo's .dvc/config
+    run(["dfd", "plots-template", ".dvc/plots_offline.html"], dest)
     run(["dvc", "add", "-q", "data"], dest)
     run(["git", "add", "-A"], dest)
     run(["git", "commit", "-qm", "init"], dest)

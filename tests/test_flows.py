@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from PIL import Image, ImageFilter
 
 from conftest import REPO, run
@@ -53,6 +55,12 @@ def test_retrain_makes_a_branch_quarantines_bad_files_and_retries_push(repro_pro
     result = rt.retrain(str(repro_project))
 
     assert result["promoted"] in (True, False) and result["new_images"] == 8 and result["quarantined"] == 1
+    stamp = result["branch"].split("/")[1]
+    record = json.loads(run(["git", "show", f"{result['branch']}:reports/retrain/{stamp}.json"],
+                            repro_project).stdout)
+    assert {"promoted", "reason", "metric", "champion", "challenger", "test_split_md5", "ci95"} <= set(record)
+    assert record["champion"]["n_test"] == record["challenger"]["n_test"]  # the same current test images
+    assert (repro_project / "archive" / stamp / "real").is_dir()  # released only after the commit
     branches = run(["git", "branch", "--list", "retrain/*"], repro_project).stdout
     assert result["branch"] in branches
     changed = run(["git", "diff", "--name-only", head, result["branch"]], repro_project).stdout.split()
@@ -67,25 +75,82 @@ def test_retrain_makes_a_branch_quarantines_bad_files_and_retries_push(repro_pro
         assert any((repro_project.parent / "dfd-remote").rglob("*"))
 
 
-def test_gate_refuses_a_worse_model(repro_project):
+def _tree_bytes(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_pipeline_failure_mid_run_loses_no_landed_byte(repro_project):
+    """train fails inside `dvc repro` (after validate and split ran): everything is as before."""
+    from flows.common import FlowError
     from flows.retrain import retrain
 
-    run(["git", "checkout", "-q", "-b", "great-model"], repro_project)
-    metrics = repro_project / "reports/eval/metrics.json"
-    original = metrics.read_text()
-    inflated = {**json.loads(original), "roc_auc": 1.0, "f1": 1.0}
-    metrics.write_text(json.dumps(inflated))
-    run(["git", "commit", "-qam", "an excellent accepted model"], repro_project)
+    run(["git", "checkout", "-q", "-b", "broken-train"], repro_project)
+    params = yaml.safe_load((repro_project / "params.yaml").read_text())
+    params["train"]["device"] = "cuda"  # no GPU here: the train stage fails mid-pipeline
+    (repro_project / "params.yaml").write_text(yaml.safe_dump(params))
+    run(["git", "commit", "-qam", "a params change that breaks training"], repro_project)
+    landing = _land(repro_project, seed=11, per_class=3)
+    before_landing, before_data = _tree_bytes(landing), _tree_bytes(repro_project / "data")
+    before_moved = {d: _tree_bytes(repro_project / d) for d in ("archive", "quarantine")}  # earlier runs' files
+    branches_before = run(["git", "branch", "--list"], repro_project).stdout
     try:
-        _land(repro_project, seed=8, corrupt=False)
-        result = retrain(str(repro_project))
+        with pytest.raises(FlowError, match="CUDA"):
+            retrain(str(repro_project))
+        assert _tree_bytes(landing) == before_landing  # every landed byte still in landing/
+        assert _tree_bytes(repro_project / "data") == before_data  # main's data/ untouched
+        assert {d: _tree_bytes(repro_project / d) for d in before_moved} == before_moved  # nothing moved there
+        assert run(["git", "branch", "--list"], repro_project).stdout == branches_before  # no half-made branch
+        worktrees = run(["git", "worktree", "list"], repro_project).stdout.strip().splitlines()
+        assert len(worktrees) == 1  # the retrain worktree is gone
+        assert run(["git", "status", "--porcelain", "--untracked-files=no"], repro_project).stdout == ""
     finally:
+        shutil.rmtree(landing, ignore_errors=True)
         run(["git", "checkout", "-q", "main"], repro_project)
-    assert result["promoted"] is False and result["pushed"] is False
-    assert "roc_auc" in result["reason"] and "max drop" in result["reason"]
-    body = run(["git", "show", f"{result['branch']}:reports/retrain/{result['branch'].split('/')[1]}.md"],
-               repro_project).stdout
-    assert "NOT PROMOTED" in body and "Metrics diff" in body
+
+
+def test_gate_scores_champion_and_challenger_on_the_same_images(prepared, tmp_path):
+    import torch
+
+    from deepfake_detector.gate import compare
+    from deepfake_detector.params import GateParams
+
+    g = GateParams(metric="roc_auc", max_drop=0.01, max_f1_drop=0.05)
+    champion = prepared / "model"
+    worse = tmp_path / "worse"  # the champion with its logit negated: the same model, ranking inverted
+    worse.mkdir()
+    ckpt = torch.load(champion / "detector.pt", weights_only=True)
+    ckpt["state_dict"]["fc.weight"] = -ckpt["state_dict"]["fc.weight"]
+    ckpt["state_dict"]["fc.bias"] = -ckpt["state_dict"]["fc.bias"]
+    torch.save(ckpt, worse / "detector.pt")
+    same = compare(champion, champion, prepared / "splits", g)
+    assert same["promoted"] and same["ci95"]["difference"] == 0 and same["champion"]["n_test"] == 20
+    assert same["challenger"]["value"] == same["champion"]["value"] and len(same["test_split_md5"]) == 32
+    assert same["champion"]["value"] > 0.6  # else "inverted" below would not be worse
+    refused = compare(worse, champion, prepared / "splits", g)
+    assert refused["promoted"] is False and "max_drop" in refused["reason"]
+    assert refused["ci95"]["ci_low"] <= refused["ci95"]["difference"] <= refused["ci95"]["ci_high"] < 0
+    first = compare(champion, None, prepared / "splits", g)
+    assert first["promoted"] and "no champion" in first["reason"] and first["champion"] is None
+    broken = compare(champion, tmp_path / "missing", prepared / "splits", g)
+    assert broken["promoted"] is False and "champion could not be scored" in broken["reason"]
+
+
+def test_gate_refuses_nan_and_missing_metrics():
+    from deepfake_detector.gate import decide
+    from deepfake_detector.params import GateParams
+
+    g = GateParams()
+    ok = {"value": 0.9, "f1": 0.8, "n_test": 10}
+    assert decide(g, {"value": float("nan"), "f1": 0.5, "n_test": 10}, ok, None)[0] is False
+    assert decide(g, {"f1": 0.5, "n_test": 10}, ok, None)[0] is False  # missing metric
+    promoted, why = decide(g, ok, {"value": float("nan"), "f1": 0.8}, None)
+    assert promoted is False and "cannot compare" in why
+    paired = {"difference": -0.005, "ci_low": -0.02, "ci_high": -0.001}
+    promoted, why = decide(g, {"value": 0.895, "f1": 0.8, "n_test": 10}, ok, paired)
+    assert promoted is False and "significantly worse" in why
+    paired = {"difference": -0.005, "ci_low": -0.04, "ci_high": 0.03}
+    assert decide(g, {"value": 0.895, "f1": 0.8, "n_test": 10}, ok, paired)[0] is True
+    assert decide(g, {"value": 0.895, "f1": 0.6, "n_test": 10}, ok, paired)[0] is False  # f1 drop
 
 
 def test_a_second_concurrent_run_is_refused(repro_project):

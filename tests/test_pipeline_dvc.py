@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -58,7 +59,21 @@ def test_a_params_change_shows_in_params_metrics_and_plots_diffs(project):
     metrics = run(["dvc", "metrics", "diff", "HEAD~1", "--md"], project).stdout
     assert "reports/train/metrics.json" in metrics and "step" in metrics
     plots = run(["dvc", "plots", "diff", "HEAD~1", "-o", "plots_out"], project)
-    assert (project / "plots_out/index.html").is_file(), plots.stdout
+    page = (project / "plots_out/index.html").read_text()
+    assert "vegaEmbed(" in page and "window.vegaEmbed=" in page, plots.stdout  # charts + inlined library
+    assert not REMOTE_ASSET.search(page)
+
+
+REMOTE_ASSET = re.compile(r"<script[^>]+src=[\"']https?://|<link[^>]+href=[\"']https?://[^\"']+\.css", re.I)
+
+
+def test_generated_reports_load_nothing_from_the_network(project):
+    """Every page a reviewer opens renders offline: no remote script or stylesheet.
+
+    GX Data Docs are the known exception (bootstrap/jquery from CDNs): listed in the README."""
+    pages = [project / "reports/drift/report.html", project / "reports/validation/label_issues.html"]
+    for page in pages:
+        assert page.is_file() and not REMOTE_ASSET.search(page.read_text()), page
 
 
 def test_metrics_diff_marks_changes_against_the_base_interval(project):

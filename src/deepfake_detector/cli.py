@@ -227,6 +227,27 @@ def serve(model: Path = typer.Option(Path("artifacts/model")), host: str = "127.
     uvicorn.run(create_app(model, int(max_mb * 2**20)), host=host, port=port, log_level="warning")
 
 
+@app.command()
+def gate(challenger: Path = typer.Option(..., help="new model dir"),
+         champion: Path = typer.Option(None, help="accepted model dir (omit for a first model)"),
+         splits: Path = typer.Option(..., help="splits dir: both models are scored on its test.csv"),
+         out: Path = typer.Option(None, help="write the JSON gate record here"), params: Path = PARAMS) -> None:
+    """Champion/challenger decision on the same test images (paired bootstrap; flows.gate in params)."""
+    from .gate import compare
+
+    p = _params(params)
+    try:
+        record = compare(challenger, champion, splits, p.flows.gate)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(exc)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(record, indent=2, default=float) + "\n")
+    _show(record)
+    if not record["promoted"]:
+        raise typer.Exit(1)
+
+
 @app.command("metrics-diff")
 def metrics_diff(base: str = typer.Option("HEAD", help="git revision to compare with")) -> None:
     """Markdown table of metric changes vs BASE, each marked inside/outside the base's 95 % CI."""
@@ -236,6 +257,14 @@ def metrics_diff(base: str = typer.Option("HEAD", help="git revision to compare 
         print(run(base), end="")
     except FileNotFoundError as exc:
         _fail(exc)
+
+
+@app.command("plots-template")
+def plots_template(out: Path = typer.Argument(Path(".dvc/plots_offline.html"))) -> None:
+    """Write the offline HTML template for `dvc plots show/diff` (Vega inlined; set by .dvc/config)."""
+    from .review import offline_plots_template
+
+    console.print(f"wrote {offline_plots_template(out)}")
 
 
 params_app = typer.Typer(no_args_is_help=True, help="Settings: apply a profile (an override file) to params.yaml.")

@@ -77,3 +77,22 @@ def metrics_diff(base_rev: str, workspace: str | Path = ".") -> str:
     if not new_path.is_file():
         raise FileNotFoundError(f"{new_path} not found: run `dvc repro` first")
     return markdown(compare(read_at_revision(base_rev, cwd=workspace), json.loads(new_path.read_text())), base_rev)
+
+
+def offline_plots_template(out: str | Path) -> Path:
+    """An HTML template for `dvc plots show/diff` with Vega, Vega-Lite and Vega-Embed inlined.
+
+    DVC's default page loads them from a CDN and renders blank offline; this template has no
+    `{scripts}` placeholder, so DVC adds no CDN tags. The JS bundle comes from vl-convert-python.
+    """
+    import vl_convert
+
+    bundle = vl_convert.javascript_bundle()
+    if "</script" in bundle:  # would end the inline <script> early
+        bundle = bundle.replace("</script", "<\\/script")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("<!DOCTYPE html>\n<html>\n<head>\n<meta charset=\"utf-8\">\n<title>DVC Plot</title>\n"
+                   f"<script>{bundle}</script>\n<style>table {{border-spacing: 15px;}}</style>\n</head>\n"
+                   "<body>\n{plot_divs}\n</body>\n</html>\n")
+    return out

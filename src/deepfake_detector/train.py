@@ -303,6 +303,8 @@ def train(splits_dir: str | Path, model_dir: str | Path, report_dir: str | Path,
         torch.set_num_threads(p.train.threads)
     model_dir, report_dir, ckpt_dir = Path(model_dir), Path(report_dir), Path(ckpt_dir)
     device = pick_device(p.train.device)
+    if device.type == "cpu":  # same inputs, same machine -> same bits (CUDA keeps its fast kernels)
+        torch.use_deterministic_algorithms(True, warn_only=True)
     size = p.train.image_size
     a = p.train.augment
     # With no scale/rotation augmentation, train images are cached at the input size itself: the model

@@ -1,0 +1,117 @@
+"""Champion/challenger gate: both models scored on the same test images, a paired bootstrap decides.
+
+    dfd gate --champion old/model --challenger artifacts/model --splits artifacts/splits --out gate.json
+
+The accepted model (champion) and the new one (challenger) are scored on the *current* test split
+(the same images, so the comparison is paired). The difference challenger - champion of
+`flows.gate.metric` gets a 95 % paired bootstrap interval (1,000 resamples, fixed seed). The
+challenger is refused when
+- its metric is NaN or missing (e.g. a one-class test split), or it could not be scored;
+- the point difference is below -max_drop;
+- the whole interval lies below 0 (significantly worse, even within max_drop);
+- its F1 at its own stored threshold drops by more than max_f1_drop.
+With no champion (first model) it is promoted, and the record says so. A champion that exists but
+cannot be loaded is a refusal with the error as the reason, never a silent pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .metrics import binary_metrics, bootstrap_indices
+from .params import GateParams
+
+N_BOOT = 1000
+
+
+def _metric(name: str, y: np.ndarray, prob: np.ndarray, threshold: float) -> float:
+    from sklearn import metrics as skm
+
+    if name in ("roc_auc", "average_precision"):
+        if len(np.unique(y)) < 2:
+            return float("nan")
+        return float(skm.roc_auc_score(y, prob) if name == "roc_auc" else skm.average_precision_score(y, prob))
+    pred = (prob >= threshold).astype(int)
+    return float((pred == y).mean()) if name == "accuracy" else float(skm.f1_score(y, pred, zero_division=0))
+
+
+def paired_difference(name: str, y: np.ndarray, a: np.ndarray, thr_a: float, b: np.ndarray, thr_b: float,
+                      seed: int = 0) -> dict[str, float]:
+    """metric(a) - metric(b) on the same images, with a 95 % paired percentile bootstrap interval."""
+    diffs = []
+    for rows in bootstrap_indices(len(y), N_BOOT, seed):
+        d = _metric(name, y[rows], a[rows], thr_a) - _metric(name, y[rows], b[rows], thr_b)
+        if math.isfinite(d):
+            diffs.append(d)
+    point = _metric(name, y, a, thr_a) - _metric(name, y, b, thr_b)
+    lo, hi = (np.quantile(diffs, [0.025, 0.975]) if diffs else (float("nan"), float("nan")))
+    return {"difference": round(point, 6), "ci_low": round(float(lo), 6), "ci_high": round(float(hi), 6),
+            "n_boot": len(diffs)}
+
+
+def decide(g: GateParams, challenger: dict, champion: dict | None, paired: dict | None,
+           champion_error: str | None = None) -> tuple[bool, str]:
+    """The rule above, as (promoted, reason). Pure: no files, no models."""
+    value = challenger.get("value")
+    if value is None or not math.isfinite(value):
+        return False, f"challenger {g.metric} is {value!r} (not a number): refused"
+    if champion_error:
+        return False, f"champion could not be scored ({champion_error}): refused, nothing to compare with"
+    if champion is None:
+        return True, f"no champion on the base commit: first model accepted ({g.metric} {value:.4f})"
+    if not math.isfinite(champion.get("value", float("nan"))) or paired is None:
+        return False, f"champion {g.metric} is {champion.get('value')!r} on this split: refused, cannot compare"
+    d, lo, hi = paired["difference"], paired["ci_low"], paired["ci_high"]
+    text = (f"{g.metric} {value:.4f} vs champion {champion['value']:.4f} on the same {challenger['n_test']} "
+            f"images: difference {d:+.4f}, 95 % CI [{lo:+.4f}, {hi:+.4f}]")
+    if d < -g.max_drop:
+        return False, f"{text}; drop larger than max_drop {g.max_drop}"
+    if math.isfinite(hi) and hi < 0:
+        return False, f"{text}; significantly worse (whole interval below 0)"
+    f1_drop = champion["f1"] - challenger["f1"]
+    if f1_drop > g.max_f1_drop:
+        return False, f"{text}; but f1 {challenger['f1']:.4f} < champion {champion['f1']:.4f} - {g.max_f1_drop}"
+    return True, f"{text}; within max_drop {g.max_drop}"
+
+
+def compare(challenger_dir: str | Path, champion_dir: str | Path | None, splits_dir: str | Path, g: GateParams,
+            seed: int = 0, champion_error: str | None = None) -> dict:
+    """Score both models on splits_dir/test.csv; return the JSON-ready gate record."""
+    from .evaluate import score_frame
+    from .scorers import load_scorer
+    from .splits_io import read_split
+
+    test_csv = Path(splits_dir) / "test.csv"
+    frame = read_split(splits_dir, "test")
+    y_all = frame["y"].to_numpy()
+
+    def score(model_dir: str | Path) -> tuple[dict, np.ndarray, np.ndarray, float]:
+        scorer = load_scorer(model_dir)
+        prob, ok = score_frame(scorer, frame)
+        y = y_all[ok]
+        m = binary_metrics(y, prob, scorer.threshold)
+        entry = {"value": _metric(g.metric, y, prob, scorer.threshold), "f1": m["f1"], "n_test": int(len(y)),
+                 "threshold": scorer.threshold, "model": str(model_dir)}
+        full = np.full(len(y_all), np.nan)
+        full[ok] = prob
+        return entry, full, ok, scorer.threshold
+
+    challenger, p_new, ok_new, t_new = score(challenger_dir)
+    champion = paired = None
+    if champion_dir is not None and champion_error is None:
+        try:
+            champion, p_old, ok_old, t_old = score(champion_dir)
+        except Exception as exc:  # noqa: BLE001 - any failure to load/score is a refusal with its reason
+            champion_error = f"{type(exc).__name__}: {str(exc)[:300]}"
+        else:
+            both = ok_new & ok_old
+            paired = paired_difference(g.metric, y_all[both], p_new[both], t_new, p_old[both], t_old, seed)
+    promoted, reason = decide(g, challenger, champion, paired, champion_error)
+    return {"promoted": promoted, "reason": reason, "metric": g.metric, "challenger": challenger,
+            "champion": champion, "champion_error": champion_error,
+            "test_split_md5": hashlib.md5(test_csv.read_bytes()).hexdigest(), "ci95": paired,
+            "thresholds": {"max_drop": g.max_drop, "max_f1_drop": g.max_f1_drop}}
