@@ -18,7 +18,7 @@ def test_repo_params_load():
     paper = load_params(REPO / "params.yaml", REPO / "profiles/paper.yaml")
     assert paper.model.backbone == "se_resnet34" and paper.train.image_size == 64
     assert paper.train.epochs > p.train.epochs
-    assert load_params(REPO / "params.yaml", REPO / "profiles/faces.yaml").train.image_size == 224
+    assert load_params(REPO / "params.yaml", REPO / "profiles/faces.yaml").train.image_size == 256
 
 
 def test_a_profile_is_applied_in_place_keeping_comments(tmp_path):
@@ -41,7 +41,7 @@ def test_a_profile_is_applied_in_place_keeping_comments(tmp_path):
     assert target.read_text() == before  # validated before writing
     target.write_text((REPO / "params.yaml").read_text())
     result = CliRunner().invoke(app, ["params", "apply", str(REPO / "profiles/faces.yaml"), "--params", str(target)])
-    assert result.exit_code == 0 and load_params(target).train.image_size == 224
+    assert result.exit_code == 0 and load_params(target).train.image_size == 256
 
 
 @pytest.mark.parametrize("text,needle", [

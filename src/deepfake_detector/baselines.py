@@ -3,7 +3,8 @@
     dfd baselines artifacts/splits artifacts/baselines reports/baselines
 
 - plain:       the same backbone fine-tuned plainly (no SE attention, no extra convs, no GAN)
-- gan_off:     the hybrid with the GAN term off (ablation)
+- gan_off:     the hybrid with the GAN term off (ablation); `gan_on` (weight 0.3) instead when the main
+               model trains without it
 - probe_lr:    frozen ImageNet EfficientNet-Lite0 features + logistic regression (cheap and strong:
                every fine-tuned model must clear it)
 - spectrum_lr: FFT radial spectrum + logistic regression (a classic GAN-trace detector)
@@ -24,6 +25,14 @@ CNN_BASELINES = {
     "plain": {"model": {"se_reduction": 0, "extra_convs": 0}, "train": {"gan_weight": 0.0}},
     "gan_off": {"train": {"gan_weight": 0.0}},
 }
+GAN_ON_WEIGHT = 0.3  # the GAN ablation's weight when the main model trains without the GAN term
+
+
+def cnn_baselines(p: Params) -> dict[str, dict]:
+    """The CNN comparisons for these params: the GAN ablation flips whatever the main model does."""
+    if p.train.gan_weight > 0:
+        return CNN_BASELINES
+    return {"plain": CNN_BASELINES["plain"], "gan_on": {"train": {"gan_weight": GAN_ON_WEIGHT}}}
 
 def _override(p: Params, patch: dict) -> Params:
     raw = p.model_dump(by_alias=True)
@@ -72,7 +81,7 @@ def run_baselines(splits_dir: str | Path, out_dir: str | Path, report_dir: str |
 
     splits_dir, out_dir, report_dir = Path(splits_dir), Path(out_dir), Path(report_dir)
     results = {}
-    for name, patch in CNN_BASELINES.items():
+    for name, patch in cnn_baselines(p).items():
         card = train(splits_dir, out_dir / name, report_dir / name, _override(p, patch),
                      ckpt_dir=Path(ckpt_dir) / name, progress=progress, dry_run=dry_run)
         results[name] = card["val_metrics"]

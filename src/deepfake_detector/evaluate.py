@@ -139,6 +139,9 @@ def summary_markdown(results: dict[str, dict], primary: str, robustness: dict) -
     if "gan_off" in results:
         lines.append(f"GAN term ablation: ROC-AUC with GAN {results[primary]['roc_auc']:.4f}, "
                      f"without {results['gan_off']['roc_auc']:.4f}.")
+    if "gan_on" in results:
+        lines.append(f"GAN term ablation: ROC-AUC without GAN (main) {results[primary]['roc_auc']:.4f}, "
+                     f"with {results['gan_on']['roc_auc']:.4f}.")
     lines += ["", f"## Robustness card ({primary})", "",
               "| condition | accuracy | f1 | roc_auc | AUC drop | recall | FPR on real |", "|---|---|---|---|---|---|---|"]
     for name, m in robustness.items():
