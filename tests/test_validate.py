@@ -158,3 +158,38 @@ def test_unknown_label_folder_is_a_clear_error(tmp_path):
     (tmp_path / "data/synthetic").mkdir()
     with pytest.raises(DataLayoutError, match="synthetic"):
         validate(tmp_path / "data", tmp_path / "c", tmp_path / "r", P, progress=False)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_flipped_labels_are_found_by_confident_learning_on_pretrained_embeddings(tmp_path, seed):
+    """Seeded: 6 of 120 demo labels flipped (3 each way). Bounds with a wide margin on any CPU."""
+    import shutil
+
+    from deepfake_detector.demo import make_demo
+
+    src = tmp_path / "src"
+    make_demo(src, per_class=60, seed=seed)
+    rng = np.random.default_rng(seed)
+    data, flipped = tmp_path / "data", set()
+    for label, other in (("real", "fake"), ("fake", "real")):
+        files = sorted((src / label).iterdir())
+        chosen = set(rng.choice(len(files), 3, replace=False).tolist())
+        for i, f in enumerate(files):
+            dest = data / (other if i in chosen else label) / f.name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, dest)
+            if i in chosen:
+                flipped.add(f"{other}/{f.name}")
+    m = validate(data, tmp_path / "clean", tmp_path / "reports", P, seed, cache_path=tmp_path / "cache/v.jsonl",
+                 progress=False)
+    assert m["label_issue_features"] == "pretrained embeddings"
+    flags = pd.read_csv(tmp_path / "reports/label_issues.csv")
+    found = set(flags["path"])
+    recall, precision = len(found & flipped) / len(flipped), len(found & flipped) / max(len(found), 1)
+    assert recall >= 0.5 and precision >= 0.5, (recall, precision, sorted(found), sorted(flipped))
+    assert list(flags["rank"]) == list(range(1, len(flags) + 1))
+    assert flags["label_confidence"].is_monotonic_increasing
+    assert "data:image/png;base64," in (tmp_path / "reports/label_issues.html").read_text()
+    again = validate(data, tmp_path / "clean", tmp_path / "reports", P, seed, cache_path=tmp_path / "cache/v.jsonl",
+                     progress=False)
+    assert again["label_issue_candidates"] == m["label_issue_candidates"]  # from the embedding cache
