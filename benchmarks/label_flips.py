@@ -53,9 +53,13 @@ def main() -> None:
     ap.add_argument("--source", type=Path, default=REPO.parent / "shared/benchmarks/faces-a")
     ap.add_argument("--features", choices=["embeddings", "cheap"], default="embeddings")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--min-self-confidence", type=float, default=None, help="override the params value")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/label_flips.json")
     args = ap.parse_args()
-    p = load_params(REPO / "params.yaml", {"validate": {"label_issue": {"features": args.features}}})
+    li = {"features": args.features}
+    if args.min_self_confidence is not None:
+        li["min_self_confidence"] = args.min_self_confidence
+    p = load_params(REPO / "params.yaml", {"validate": {"label_issue": li}})
     rows = []
     cache = args.work / "cache/validate.jsonl"
     for name, share in (("clean", 0.0), ("flip_5pct", 0.05), ("flip_10pct", 0.10)):

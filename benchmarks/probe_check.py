@@ -40,7 +40,6 @@ def main() -> None:
         torch.manual_seed(0)
         net = EfficientNetLiteDetector(se_reduction=0, extra_convs=0, pretrained=weights).eval()
         probe._backbone.cache_clear()
-        probe._backbone.__wrapped__  # noqa: B018 - the real loader is replaced below
         original = probe._backbone
         probe._backbone = lambda net=net: net  # type: ignore[assignment]
         t0 = time.perf_counter()
