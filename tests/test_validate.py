@@ -160,7 +160,7 @@ def test_unknown_label_folder_is_a_clear_error(tmp_path):
         validate(tmp_path / "data", tmp_path / "c", tmp_path / "r", P, progress=False)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, 1])
 def test_flipped_labels_are_found_by_confident_learning_on_pretrained_embeddings(tmp_path, seed):
     """Seeded: 6 of 120 demo labels flipped (3 each way). Bounds with a wide margin on any CPU."""
     import shutil

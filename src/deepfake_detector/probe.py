@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .augment import to_input
+from .scorers import JsonLogisticScorer
 
 TAPS = (3, 8, 15)  # last MBConv block of stages 3 (40 ch), 5 (112 ch) and 7 (320 ch)
 N_FEATURES = 40 + 112 + 320 + 1280
@@ -58,21 +59,13 @@ def fit_probe(features: np.ndarray, y: np.ndarray, seed: int, c: float = 0.5):
     return scaler, lr
 
 
-class ProbeScorer:
+class ProbeScorer(JsonLogisticScorer):
     """Scores uint8 images with the stored probe (probe.json: size, threshold, scaler, coefficients)."""
 
     FILE = "probe.json"
 
-    def __init__(self, model_dir: str | Path) -> None:
-        cfg = json.loads((Path(model_dir) / self.FILE).read_text())
-        self.name = Path(model_dir).name
-        self.image_size, self.threshold = int(cfg["image_size"]), float(cfg["threshold"])
-        self.mean, self.scale = np.array(cfg["mean"]), np.array(cfg["scale"])
-        self.coef, self.intercept = np.array(cfg["coef"]), float(cfg["intercept"])
-
-    def predict(self, images: torch.Tensor) -> np.ndarray:
-        z = (frozen_features(images, self.image_size) - self.mean) / self.scale @ self.coef + self.intercept
-        return 1 / (1 + np.exp(-z))
+    def features(self, images: torch.Tensor) -> np.ndarray:
+        return frozen_features(images, self.image_size)
 
     @staticmethod
     def save(out_dir: Path, size: int, threshold: float, scaler, lr) -> None:

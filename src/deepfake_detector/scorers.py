@@ -49,10 +49,11 @@ def spectrum_features(images: torch.Tensor) -> np.ndarray:
     return np.stack([radial_spectrum(g, SPECTRUM_BINS) for g in gray]) if len(gray) else np.zeros((0, SPECTRUM_BINS))
 
 
-class SpectrumScorer:
-    """FFT radial spectrum + standardisation + logistic regression, stored as JSON (no pickle)."""
+class JsonLogisticScorer:
+    """Features + standardisation + logistic regression, stored as JSON (no pickle). Subclasses say
+    which file and which features."""
 
-    FILE = "spectrum.json"
+    FILE = ""
 
     def __init__(self, model_dir: str | Path) -> None:
         cfg = json.loads((Path(model_dir) / self.FILE).read_text())
@@ -61,9 +62,21 @@ class SpectrumScorer:
         self.mean, self.scale = np.array(cfg["mean"]), np.array(cfg["scale"])
         self.coef, self.intercept = np.array(cfg["coef"]), float(cfg["intercept"])
 
+    def features(self, images: torch.Tensor) -> np.ndarray:
+        raise NotImplementedError
+
     def predict(self, images: torch.Tensor) -> np.ndarray:
-        z = (spectrum_features(images) - self.mean) / self.scale @ self.coef + self.intercept
+        z = (self.features(images) - self.mean) / self.scale @ self.coef + self.intercept
         return 1 / (1 + np.exp(-z))
+
+
+class SpectrumScorer(JsonLogisticScorer):
+    """FFT radial spectrum + standardisation + logistic regression."""
+
+    FILE = "spectrum.json"
+
+    def features(self, images: torch.Tensor) -> np.ndarray:
+        return spectrum_features(images)
 
 
 def load_scorer(model_dir: str | Path, device: str = "cpu") -> Scorer:
