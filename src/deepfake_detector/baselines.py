@@ -34,11 +34,13 @@ def cnn_baselines(p: Params) -> dict[str, dict]:
         return CNN_BASELINES
     return {"plain": CNN_BASELINES["plain"], "gan_on": {"train": {"gan_weight": GAN_ON_WEIGHT}}}
 
+
 def _override(p: Params, patch: dict) -> Params:
     raw = p.model_dump(by_alias=True)
     for section, values in patch.items():
         raw[section] = {**raw[section], **values}
     return Params.model_validate(raw)
+
 
 def train_spectrum_lr(splits_dir: Path, out_dir: Path, size: int, seed: int) -> dict[str, float]:
     from sklearn.linear_model import LogisticRegression
@@ -61,6 +63,7 @@ def train_spectrum_lr(splits_dir: Path, out_dir: Path, size: int, seed: int) -> 
     }, indent=1))
     return binary_metrics(yva, pva, thr)
 
+
 def train_probe_lr(splits_dir: Path, out_dir: Path, size: int, seed: int) -> dict[str, float]:
     from .probe import ProbeScorer, fit_probe, frozen_features
 
@@ -73,6 +76,7 @@ def train_probe_lr(splits_dir: Path, out_dir: Path, size: int, seed: int) -> dic
     thr = choose_threshold(yva, pva)
     ProbeScorer.save(out_dir, size, thr, scaler, lr)
     return binary_metrics(yva, pva, thr)
+
 
 def run_baselines(splits_dir: str | Path, out_dir: str | Path, report_dir: str | Path, p: Params,
                   ckpt_dir: str | Path = "artifacts/baseline_checkpoints", progress: bool = True,
@@ -91,4 +95,3 @@ def run_baselines(splits_dir: str | Path, out_dir: str | Path, report_dir: str |
     metrics = {name: {k: m[k] for k in ("roc_auc", "accuracy", "f1")} for name, m in results.items()}
     (report_dir / "metrics.json").write_text(json.dumps({"val": metrics}, indent=2, default=float) + "\n")
     return metrics
-

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from torch import nn
 
 from .models import Generator, build_detector

@@ -72,16 +72,13 @@ def file_features(paths: list[str], progress: bool = False, model_size: int | No
 
 
 @torch.no_grad()
-def embed(model_dir: str | Path, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+def embed(model: torch.nn.Module, size: int, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """(pre-logit embeddings (N, D), fake probabilities (N,)) from the trained detector (D: 512 or 1280)."""
     from .augment import to_input
-    from .checkpoint import load_detector
 
-    model, info = load_detector(model_dir)
     embs, probs = [], []
     for i in range(0, len(images), 128):
-        x = to_input(images[i:i + 128], int(info["image_size"]))
-        feats = model.forward_features(x)
+        feats = model.forward_features(to_input(images[i:i + 128], size))
         embs.append(model.forward_head(feats, pre_logits=True))
         probs.append(torch.sigmoid(model.forward_head(feats)))
     return torch.cat(embs).numpy(), torch.cat(probs).numpy()
@@ -98,12 +95,12 @@ def drift(reference: str | Path, current: str | Path, out_dir: str | Path, model
     ref_paths, cur_paths = list_images(reference), list_images(current)
     if not cur_paths:
         raise ValueError(f"current set is empty: {current}")
-    model_size = None
+    model, model_size = None, None
     if model_dir is not None:
-        from .checkpoint import safe_load
+        from .checkpoint import load_detector
 
-        path = Path(model_dir) / "detector.pt" if Path(model_dir).is_dir() else Path(model_dir)
-        model_size = int(safe_load(path).get("image_size", STAT_SIZE))
+        model, info = load_detector(model_dir)
+        model_size = int(info["image_size"])
     ref, ref_img, ref_bad = file_features(ref_paths, progress, model_size)
     cur, cur_img, cur_bad = file_features(cur_paths, progress, model_size)
     if len(cur) < 2 or len(ref) < 2:
@@ -112,8 +109,8 @@ def drift(reference: str | Path, current: str | Path, out_dir: str | Path, model
     columns = list(STAT_COLUMNS)
     embeddings: dict[str, list[str]] = {}
     if model_dir is not None:
-        e_ref, p_ref = embed(model_dir, ref_img)
-        e_cur, p_cur = embed(model_dir, cur_img)
+        e_ref, p_ref = embed(model, model_size, ref_img)
+        e_cur, p_cur = embed(model, model_size, cur_img)
         pca = PCA(n_components=min(embedding_dims, len(ref) - 1, e_ref.shape[1]), random_state=0).fit(e_ref)
         names = [f"emb_{i}" for i in range(pca.n_components_)]
         ref[names], cur[names] = pca.transform(e_ref), pca.transform(e_cur)

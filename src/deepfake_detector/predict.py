@@ -10,10 +10,9 @@ an error entry; the rest are still scored (the CLI exits 1 if any failed).
 
 from __future__ import annotations
 
-import hashlib
-
 import functools
 import glob
+import hashlib
 import os
 from pathlib import Path
 from typing import Any

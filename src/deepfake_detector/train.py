@@ -114,7 +114,7 @@ class Trainer:
         self.train_y = train_y
         train_y = train_y[self.rows]
         self.model_dir, self.ckpt_dir, self.report_dir = model_dir, ckpt_dir, report_dir
-        self.progress, self.max_batches = progress and IS_MAIN, max_batches
+        self.progress = progress and IS_MAIN
         torch.manual_seed(p.seed)
         m = p.model
         self.D = build_detector(m.detector_config(), pretrained=m.pretrained)
@@ -131,9 +131,7 @@ class Trainer:
                   {"params": [q for q in trainable if id(q) not in backbone], "lr": self.t.lr}]
         self.opt_d = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=self.t.weight_decay)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=self.t.lr_generator, betas=(0.5, 0.999))
-        bs = self.t.batch_size
-        n = len(self.rows)
-        self.steps_per_epoch = max(1, -(-n // bs) - (1 if n % bs == 1 else 0))  # batches of 1 are dropped
+        self.steps_per_epoch = max(1, len(self._batches(self.rows)))
         if max_batches:
             self.steps_per_epoch = min(self.steps_per_epoch, max_batches)
         self.sched = torch.optim.lr_scheduler.LambdaLR(
@@ -186,6 +184,11 @@ class Trainer:
         g_loss = float(F.softplus(logit_gen.detach()).mean()) if n_gen else float("nan")
         return float(loss.detach()), g_loss
 
+    def _batches(self, order: torch.Tensor) -> list[torch.Tensor]:
+        """Consecutive batches of `order`; a last batch of one image is dropped (BatchNorm needs two)."""
+        bs = self.t.batch_size
+        return [order[i:i + bs] for i in range(0, len(order), bs) if len(order[i:i + bs]) > 1]
+
     def _run_epoch(self, epoch: int) -> dict[str, float]:
         seed = self.p.seed * 1000 + epoch  # per-epoch RNG: a resumed run replays the same epochs
         torch.manual_seed(seed)
@@ -193,9 +196,7 @@ class Trainer:
         self.D.train(), self.G.train()
         keep_frozen_eval(self.frozen)
         order = self.rows[torch.randperm(len(self.rows), generator=gen)]
-        bs = self.t.batch_size
-        batches = [order[i:i + bs] for i in range(0, len(order), bs) if len(order[i:i + bs]) > 1]
-        batches = batches[: self.steps_per_epoch]
+        batches = self._batches(order)[: self.steps_per_epoch]
         d_losses, g_losses, n_img, t0 = [], [], 0, time.perf_counter()
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{self.t.epochs}", unit="batch", disable=not self.progress,
                    leave=False)
