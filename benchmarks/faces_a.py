@@ -63,7 +63,7 @@ def run_config(work: Path, name: str, overrides: dict, dfd: Path) -> None:
     p = load_params(REPO / "params.yaml", PROFILE, overrides)
     (out / "params.yaml").write_text(yaml.safe_dump(p.model_dump(by_alias=True), sort_keys=False))
     sh(dfd, "train", "splits", out / "model", out / "reports", "--params", out / "params.yaml",
-       "--checkpoints", out / "ckpt", "--no-progress", cwd=work)
+       "--checkpoints", out / "ckpt", "--run-log", out / "run_log.json", "--no-progress", cwd=work)
     sh(dfd, "evaluate", out / "model", "splits", out / "eval", "--no-progress", cwd=work)
 
 
@@ -77,7 +77,7 @@ def run_probe(work: Path, name: str, size: int, dfd: Path) -> None:
 
     t0 = time.perf_counter()
     train_probe_lr(work / "splits", out / "model", size, seed=42)
-    (out / "model/model_card.json").write_text(json.dumps({"fit_s": round(time.perf_counter() - t0, 1)}))
+    (out / "run_log.json").write_text(json.dumps({"fit_s": round(time.perf_counter() - t0, 1)}))
     sh(dfd, "evaluate", out / "model", "splits", out / "eval", "--no-progress", cwd=work)
 
 
@@ -87,11 +87,12 @@ def row(work: Path, name: str) -> dict | None:
         return None
     m = json.loads(path.read_text())
     rob = json.loads((work / name / "eval/robustness.json").read_text())
-    card = json.loads((work / name / "model/model_card.json").read_text())
+    log = work / name / "run_log.json"
+    run = json.loads(log.read_text()) if log.is_file() else {}
     return {"config": name, **{k: m[k] for k in ("accuracy", "precision", "recall", "f1", "roc_auc")},
             "roc_auc_ci95": m.get("ci95", {}).get("roc_auc"),
             "auc_drop_jpeg_q75": rob["jpeg_q75"]["roc_auc_drop"], "auc_drop_resize_0.5x": rob["downscale_0.5x"]["roc_auc_drop"],
-            "train_minutes_2cpu": round(card.get("fit_s", float("nan")) / 60, 1),
+            "train_minutes_2cpu": round(run.get("fit_s", float("nan")) / 60, 1),
             "overrides": CONFIGS.get(name, {"probe image_size": PROBES.get(name)})}
 
 

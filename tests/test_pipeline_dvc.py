@@ -43,6 +43,18 @@ def test_second_repro_does_nothing(project):
     assert "Data and pipelines are up to date" in run(["dvc", "status"], project).stdout
 
 
+def test_forced_repro_on_the_same_inputs_changes_no_tracked_byte(project):
+    """Quiet diffs: Data Docs, model card, checkpoints and drift report are the same bytes again;
+    only the run logs (artifacts/logs/, untracked) hold timings."""
+    lock = (project / "dvc.lock").read_text()
+    run(["dvc", "repro", "--force", "-q"], project)
+    assert (project / "dvc.lock").read_text() == lock
+    assert run(["git", "status", "--porcelain"], project).stdout == ""
+    log = json.loads((project / "artifacts/logs/train.json").read_text())
+    assert log["fit_s"] > 0 and all(e["images_per_s"] > 0 for e in log["epochs"])
+    assert "fit_s" not in json.loads((project / "artifacts/model/model_card.json").read_text())
+
+
 def test_metrics_show_lists_the_stage_metrics(project):
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout)
     files = set(next(iter(shown.values()))["data"])
@@ -68,12 +80,19 @@ REMOTE_ASSET = re.compile(r"<script[^>]+src=[\"']https?://|<link[^>]+href=[\"']h
 
 
 def test_generated_reports_load_nothing_from_the_network(project):
-    """Every page a reviewer opens renders offline: no remote script or stylesheet.
+    """Every page a reviewer opens renders offline: no remote script, stylesheet, image or CSS url()."""
+    from deepfake_detector.datadocs import remote_refs
 
-    GX Data Docs are the known exception (bootstrap/jquery from CDNs): listed in the README."""
-    pages = [project / "reports/drift/report.html", project / "reports/validation/label_issues.html"]
+    docs = sorted((project / "reports/validation/data_docs").rglob("*.html"))
+    assert len(docs) >= 3  # index, suite, one validation result
+    pages = [project / "reports/drift/report.html", project / "reports/validation/label_issues.html", *docs]
     for page in pages:
-        assert page.is_file() and not REMOTE_ASSET.search(page.read_text()), page
+        html = page.read_text()
+        assert page.is_file() and not REMOTE_ASSET.search(html) and not remote_refs(html), page
+    index = (project / "reports/validation/data_docs/index.html").read_text()
+    for local in re.findall(r'(?:src|href)="(static/vendor/[^"]+)"', index):  # every local asset is there
+        assert (project / "reports/validation/data_docs" / local).is_file(), local
+    assert "static/vendor/jquery.min.js" in index and "static/vendor/bootstrap-table.min.js" in index
 
 
 def test_metrics_diff_marks_changes_against_the_base_interval(project):

@@ -80,14 +80,15 @@ def train_probe_lr(splits_dir: Path, out_dir: Path, size: int, seed: int) -> dic
 
 def run_baselines(splits_dir: str | Path, out_dir: str | Path, report_dir: str | Path, p: Params,
                   ckpt_dir: str | Path = "artifacts/baseline_checkpoints", progress: bool = True,
-                  dry_run: bool = False) -> dict[str, dict]:
+                  dry_run: bool = False, log_dir: str | Path | None = None) -> dict[str, dict]:
     from .train import train
 
     splits_dir, out_dir, report_dir = Path(splits_dir), Path(out_dir), Path(report_dir)
     results = {}
     for name, patch in cnn_baselines(p).items():
         card = train(splits_dir, out_dir / name, report_dir / name, _override(p, patch),
-                     ckpt_dir=Path(ckpt_dir) / name, progress=progress, dry_run=dry_run)
+                     ckpt_dir=Path(ckpt_dir) / name, progress=progress, dry_run=dry_run,
+                     run_log=None if log_dir is None else Path(log_dir) / f"baseline-{name}.json")
         results[name] = card["val_metrics"]
     results["probe_lr"] = train_probe_lr(splits_dir, out_dir / "probe_lr", p.train.image_size, p.seed)
     results["spectrum_lr"] = train_spectrum_lr(splits_dir, out_dir / "spectrum_lr", p.train.image_size, p.seed)

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from .features import STAT_SIZE, image_stats, jpeg_quality
 from .images import IMAGE_SUFFIXES, to_rgb, to_tensor
+from .stable import stable_ids
 
 STAT_COLUMNS = ["brightness", "contrast", "saturation", "sharpness", "hf_energy", "width", "height",
                 "file_bytes", "jpeg_quality"]
@@ -130,6 +131,8 @@ def drift(reference: str | Path, current: str | Path, out_dir: str | Path, model
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     snapshot.save_html(str(out_dir / "report.html"))
+    page = out_dir / "report.html"  # Evidently's element ids are uuid7 (time-based): renumber them
+    page.write_text(stable_ids(page.read_text(encoding="utf-8")), encoding="utf-8")
     result = snapshot.dict()
 
     per_column, dataset_drift, emb_score = {}, False, None
