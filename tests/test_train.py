@@ -118,7 +118,7 @@ def test_bad_checkpoints_give_a_clear_error(prepared, tmp_path, content):
 
 def test_generated_batches_do_not_shift_bn_running_stats():
     from deepfake_detector.models import HybridDetector
-    from deepfake_detector.train import frozen_bn_stats
+    from deepfake_detector.gan import frozen_bn_stats
 
     model = HybridDetector(extra_convs=1).train()
     before = model.bn1.running_mean.clone()

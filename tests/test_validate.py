@@ -193,3 +193,28 @@ def test_flipped_labels_are_found_by_confident_learning_on_pretrained_embeddings
     again = validate(data, tmp_path / "clean", tmp_path / "reports", P, seed, cache_path=tmp_path / "cache/v.jsonl",
                      progress=False)
     assert again["label_issue_candidates"] == m["label_issue_candidates"]  # from the embedding cache
+
+
+def test_data_docs_rewrite_names_an_unknown_cdn_asset_instead_of_shipping_it():
+    from deepfake_detector.datadocs import _localise, remote_refs
+
+    page = ('<link rel="stylesheet" href="https://maxcdn.bootstrapcdn.com/bootstrap/4.3.1/css/bootstrap.min.css"/>'
+            '<script src="https://code.jquery.com/jquery-3.7.1.min.js"></script>')
+    local = _localise(page, "../")
+    assert remote_refs(page) and not remote_refs(local)
+    assert 'href="../static/vendor/bootstrap.min.css"' in local and 'src="../static/vendor/jquery.min.js"' in local
+    with pytest.raises(ValueError, match="cdn.example.org/new-widget.js"):
+        _localise('<script src="https://cdn.example.org/new-widget.js"></script>', "")
+
+
+def test_worker_processes_give_the_same_table_as_one_process(corpus, tmp_path):
+    from deepfake_detector.validate import collect_metadata
+
+    root, _ = corpus
+    one, s1 = collect_metadata(root, P, tmp_path / "c1.jsonl", progress=False, workers=1)
+    two, s2 = collect_metadata(root, P, tmp_path / "c2.jsonl", progress=False, workers=2)
+    assert s1 == s2 == {"decoded": len(one), "cached": 0}
+    pd.testing.assert_frame_equal(one, two)
+    assert (tmp_path / "c1.jsonl").read_bytes() == (tmp_path / "c2.jsonl").read_bytes()
+    again, s3 = collect_metadata(root, P, tmp_path / "c2.jsonl", progress=False, workers=2)
+    assert s3["decoded"] == 0 and again.equals(two)

@@ -63,6 +63,7 @@ def data_import(src: Path, dest: Path = typer.Argument(Path("data"))) -> None:
 @app.command()
 def validate(data: Path, clean: Path, reports: Path, params: Path = PARAMS,
              cache: Path = typer.Option(None, help="per-file results cache (jsonl, keyed by sha256)"),
+             workers: int = typer.Option(0, min=0, help="processes for the per-file pass (0 = every core)"),
              progress: bool = True) -> None:
     """Validate every image with Great Expectations; write the cleaned dataset."""
     from .images import DataLayoutError
@@ -70,7 +71,7 @@ def validate(data: Path, clean: Path, reports: Path, params: Path = PARAMS,
 
     p = _params(params)
     try:
-        _show(run(data, clean, reports, p.validate_, p.seed, cache, progress))
+        _show(run(data, clean, reports, p.validate_, p.seed, cache, progress, workers))
     except DataLayoutError as exc:
         _fail(exc)
 
@@ -92,29 +93,36 @@ def train(splits: Path, model: Path, reports: Path, params: Path = PARAMS,
           checkpoints: Path = typer.Option(Path("artifacts/checkpoints"), help="resumable last.pt lives here"),
           resume: bool = typer.Option(False, help="continue from checkpoints/last.pt"),
           dry_run: bool = typer.Option(False, help="2 batches per epoch (smoke test)"),
+          run_log: Path = typer.Option(Path("artifacts/logs/train.json"), help="timings (not DVC-tracked)"),
+          log_seen: bool = typer.Option(False, help="record the rows each rank trained on in its run log"),
           progress: bool = True) -> None:
-    """Train the hybrid GAN (model.backbone); the discriminator is the detector."""
+    """Train the hybrid GAN (model.backbone); the discriminator is the detector.
+
+    Several GPUs or machines: launch with torchrun (README "Several GPUs"); one process per GPU.
+    """
     from .train import train as run
 
     p = _params(params)
     try:
         card = run(splits, model, reports, p, ckpt_dir=checkpoints, resume=resume, dry_run=dry_run,
-                   progress=progress)
+                   progress=progress, run_log=run_log, log_seen=log_seen)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         _fail(exc)
-    _show({"best_epoch": card["best_epoch"], "val": card["val_metrics"]})
+    if "val_metrics" in card:  # rank 0 (ranks > 0 only write their run log)
+        _show({"best_epoch": card["best_epoch"], "val": card["val_metrics"]})
 
 
 @app.command()
 def baselines(splits: Path, out: Path, reports: Path, params: Path = PARAMS,
               checkpoints: Path = typer.Option(Path("artifacts/baseline_checkpoints")),
+              run_logs: Path = typer.Option(Path("artifacts/logs"), help="timings per baseline (not DVC-tracked)"),
               dry_run: bool = False, progress: bool = True) -> None:
     """Train the comparison models (plain backbone, GAN-off ablation, frozen probe, spectrum + LR)."""
     from .baselines import run_baselines
 
     p = _params(params)
     try:
-        _show(run_baselines(splits, out, reports, p, checkpoints, progress, dry_run))
+        _show(run_baselines(splits, out, reports, p, checkpoints, progress, dry_run, log_dir=run_logs))
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         _fail(exc)
 

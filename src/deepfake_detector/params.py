@@ -87,6 +87,8 @@ class TrainParams(_Strict):
     select_metric: Literal["roc_auc", "f1", "accuracy", "average_precision"] = "roc_auc"
     threads: int = Field(0, ge=0)
     cache_ram_gb: float = Field(8.0, gt=0)  # decoded training images above this go to a memory-mapped disk cache
+    ddp_backend: Literal["auto", "nccl", "gloo"] = "auto"  # under torchrun: auto = nccl on CUDA, gloo on CPU
+    sync_bn: bool = False  # under torchrun on CUDA: SyncBatchNorm instead of per-rank batch statistics
     augment: AugmentParams = AugmentParams()
 
 

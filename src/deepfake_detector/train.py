@@ -10,11 +10,11 @@ run to the same end; the best epoch by `train.select_metric` on val becomes dete
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,8 @@ from tqdm import tqdm
 
 from .augment import augment, jpeg_cpu, to_input
 from .checkpoint import safe_load, save_detector
+from .gan import GanStep
+from .distributed import Dist, barrier, pick_device, rank0_decides, setup, shard, teardown, wrap
 from .metrics import binary_metrics, choose_threshold
 from .models import (Generator, WeightedBCELoss, backbone_batchnorms, build_detector, class_weights_from_counts,
                      freeze_early, keep_frozen_eval)
@@ -33,41 +35,7 @@ from .params import Params
 from .splits_io import read_split
 from .tensorcache import decode_all
 
-IS_MAIN = int(os.environ.get("RANK", "0")) == 0  # rank-0-only logging if launched distributed
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
-class GradReverse(torch.autograd.Function):
-    """Identity forward; negated gradient backward (G ascends the loss D descends)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return -grad
-
-
-@contextmanager
-def frozen_bn_stats(model: torch.nn.Module):
-    """BatchNorm uses batch statistics but leaves running statistics unchanged (momentum 0)."""
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in bns]
-    for m in bns:
-        m.momentum = 0.0
-    try:
-        yield
-    finally:
-        for m, mom in zip(bns, saved):
-            m.momentum = mom
+__all__ = ["Trainer", "pick_device", "predict_proba", "train"]
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int):
@@ -106,15 +74,18 @@ def predict_proba(model: torch.nn.Module, images: torch.Tensor, size: int, devic
 class Trainer:
     def __init__(self, p: Params, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor,
                  val_y: np.ndarray, model_dir: Path, ckpt_dir: Path, report_dir: Path, device: torch.device,
-                 progress: bool = True, max_batches: int | None = None, rows: np.ndarray | None = None) -> None:
-        """rows: the usable rows of train_x/train_y (all by default); train_x may be a memory-mapped cache."""
+                 progress: bool = True, max_batches: int | None = None, rows: np.ndarray | None = None,
+                 dist: Dist | None = None, log_seen: bool = False) -> None:
+        """rows: the usable rows of train_x/train_y (all by default); train_x may be a memory-mapped cache.
+        dist: this process's rank when launched by torchrun (see distributed.py)."""
+        self.dist = dist or Dist(device=device)
         self.p, self.t, self.device = p, p.train, device
         self.train_x, self.val_x, self.val_y = train_x, val_x, val_y
         self.rows = torch.arange(len(train_x)) if rows is None else torch.as_tensor(rows)
         self.train_y = train_y
         train_y = train_y[self.rows]
         self.model_dir, self.ckpt_dir, self.report_dir = model_dir, ckpt_dir, report_dir
-        self.progress = progress and IS_MAIN
+        self.progress = progress and self.dist.main
         torch.manual_seed(p.seed)
         m = p.model
         self.D = build_detector(m.detector_config(), pretrained=m.pretrained)
@@ -125,13 +96,14 @@ class Trainer:
         self.G = Generator(m.latent_dim, m.generator_width, m.generator_size)
         # channels-last: 2x faster depthwise/3x3 convs on CPU (oneDNN) as on CUDA
         self.D, self.G = self.D.to(device, memory_format=torch.channels_last), self.G.to(device)
+        self.step = wrap(GanStep(self.D, self.G, self.t.image_size), self.dist, self.t.sync_bn)
         backbone = {id(q) for q in self.D.backbone_parameters()} if m.pretrained else set()
         trainable = [q for q in self.D.parameters() if q.requires_grad]
         groups = [{"params": [q for q in trainable if id(q) in backbone], "lr": self.t.lr_backbone},
                   {"params": [q for q in trainable if id(q) not in backbone], "lr": self.t.lr}]
         self.opt_d = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=self.t.weight_decay)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=self.t.lr_generator, betas=(0.5, 0.999))
-        self.steps_per_epoch = max(1, len(self._batches(self.rows)))
+        self.steps_per_epoch = max(1, len(self._batches(shard(self.rows, self.dist))))
         if max_batches:
             self.steps_per_epoch = min(self.steps_per_epoch, max_batches)
         self.sched = torch.optim.lr_scheduler.LambdaLR(
@@ -142,37 +114,27 @@ class Trainer:
         self.class_weights = tuple(float(v) for v in w)
         self.crit = WeightedBCELoss(self.class_weights).to(device)
         self.state = TrainState()
+        self.timings: list[dict[str, float]] = []  # per epoch of this process: img/s, seconds
+        self.seen: list[list[int]] | None = [] if log_seen else None  # dataset rows per epoch (tests)
         self.z_fixed = torch.randn(32, m.latent_dim, generator=torch.Generator().manual_seed(p.seed))
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
 
     def _run_batch(self, xb: torch.Tensor, yb: torch.Tensor, gen: torch.Generator) -> tuple[float, float]:
-        """One D+G step with a single backward.
-
-        D scores the dataset batch, then the generated batch in its own pass (its own BN batch
-        statistics, and BN running statistics frozen: the detector never meets generated faces
-        at inference, so they must not shift its normalisation). The generated batch reaches D
-        through a gradient-reversal layer, so the same backward trains D to call generated faces
-        fake and G to make D call them real (minimax GAN).
-        """
+        """One D+G step with a single backward (see GanStep); DDP all-reduces the gradients."""
         a, dev = self.t.augment, self.device
-        size = self.t.image_size
-        x = augment(jpeg_cpu(xb, a, gen).to(dev, non_blocking=True), size, a, gen)
+        x = augment(jpeg_cpu(xb, a, gen).to(dev, non_blocking=True), self.t.image_size, a, gen)
         x = x.contiguous(memory_format=torch.channels_last)
         y = yb.to(dev)
         n_gen = max(2, len(xb) // 2) if self.t.gan_weight > 0 else 0
         self.opt_d.zero_grad(set_to_none=True)
         self.opt_g.zero_grad(set_to_none=True)
         with self._autocast():
-            loss = self.crit(self.D(x).float(), y)
+            z = torch.randn(n_gen, self.p.model.latent_dim, generator=gen).to(dev) if n_gen else None
+            logit, logit_gen = self.step(x, z)
+            loss = self.crit(logit, y)
             if n_gen:
-                z = torch.randn(n_gen, self.p.model.latent_dim, generator=gen).to(dev)
-                fake = self.G(z)  # (n_gen, 3, generator_size, generator_size)
-                if fake.shape[-1] != size:  # a 64 px generator feeds any input size
-                    fake = F.interpolate(fake, size=size, mode="bilinear", align_corners=False)
-                with frozen_bn_stats(self.D):
-                    logit_gen = self.D(GradReverse.apply(fake.contiguous(memory_format=torch.channels_last))).float()
                 loss = loss + self.t.gan_weight * F.binary_cross_entropy_with_logits(
                     logit_gen, torch.ones(n_gen, device=dev))
         loss.backward()
@@ -191,12 +153,16 @@ class Trainer:
 
     def _run_epoch(self, epoch: int) -> dict[str, float]:
         seed = self.p.seed * 1000 + epoch  # per-epoch RNG: a resumed run replays the same epochs
-        torch.manual_seed(seed)
+        torch.manual_seed(seed + self.dist.rank)
         gen = torch.Generator().manual_seed(seed)
         self.D.train(), self.G.train()
         keep_frozen_eval(self.frozen)
-        order = self.rows[torch.randperm(len(self.rows), generator=gen)]
-        batches = self._batches(order)[: self.steps_per_epoch]
+        order = self.rows[torch.randperm(len(self.rows), generator=gen)]  # the same on every rank
+        if self.dist.rank > 0:  # own augmentation and latent draws per rank (rank 0 = single process)
+            gen.manual_seed(seed + 7919 * self.dist.rank)
+        batches = self._batches(shard(order, self.dist))[: self.steps_per_epoch]
+        if self.seen is not None:
+            self.seen.append([int(i) for b in batches for i in b])
         d_losses, g_losses, n_img, t0 = [], [], 0, time.perf_counter()
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{self.t.epochs}", unit="batch", disable=not self.progress,
                    leave=False)
@@ -240,45 +206,58 @@ class Trainer:
                    self.model_dir / "generator.pt")
 
     def fit(self, resume: bool = False, stop_after: int | None = None) -> TrainState:
-        from dvclive import Live
-
         last = self.ckpt_dir / "last.pt"
-        if resume and last.is_file():
+        if resume and last.is_file():  # every rank loads it: the same weights everywhere
             self._load_checkpoint(last)
-        with Live(str(self.report_dir), dvcyaml=False, save_dvc_exp=False, resume=resume,
-                  report=None) as live:
+        with self._live(resume) as live:
             for epoch in range(self.state.epoch + 1, self.t.epochs):
                 if self.state.stopped_early or (stop_after is not None and epoch >= stop_after):
                     break
                 stats = self._run_epoch(epoch)
-                metrics, thr = self._evaluate()
                 self.state.epoch = epoch
-                score = metrics[self.t.select_metric]
-                if score > self.state.best_score:
-                    self.state.best_score, self.state.best_epoch, self.state.bad_epochs = score, epoch, 0
-                    self._save_best(thr, metrics)
-                else:
-                    self.state.bad_epochs += 1
-                    self.state.stopped_early = self.state.bad_epochs >= self.t.patience
-                row = {"epoch": epoch, **stats, **{f"val_{k}": v for k, v in metrics.items()}}
-                self.state.history.append(row)
-                if IS_MAIN:
-                    live.step = epoch  # explicit: a resumed run continues the same step axis
-                    for k in ("d_loss", "g_loss"):
-                        if not np.isnan(stats[k]):
-                            live.log_metric(f"train/{k}", stats[k])
-                    for k in ("roc_auc", "accuracy", "f1", "precision", "recall", "average_precision"):
-                        live.log_metric(f"val/{k}", metrics[k])
-                    live.next_step()
-                    tqdm.write(f"epoch {epoch + 1}: d_loss {stats['d_loss']:.4f} g_loss {stats['g_loss']:.4f} "
-                               f"val_auc {metrics['roc_auc']:.4f} val_acc {metrics['accuracy']:.4f} "
-                               f"({stats['images_per_s']:.0f} img/s)")
-                self._save_checkpoint(last)
-            if IS_MAIN and self.state.best_epoch >= 0:
+                # timings go to the run log, not to the checkpoint: same inputs -> same last.pt bytes
+                self.timings.append({"epoch": epoch, **{k: stats.pop(k) for k in ("images_per_s", "epoch_s")}})
+                if self.dist.main:
+                    self._end_epoch(epoch, stats, live)
+                    self._save_checkpoint(last)
+                self.state.stopped_early = rank0_decides(self.state.stopped_early, self.dist)
+            if live is not None and self.state.best_epoch >= 0:
                 best = next(h for h in self.state.history if h["epoch"] == self.state.best_epoch)
                 live.summary["best"] = {"epoch": self.state.best_epoch,
                                         **{k[4:]: v for k, v in best.items() if k.startswith("val_")}}
         return self.state
+
+    def _live(self, resume: bool):
+        """DVCLive on rank 0; nothing elsewhere."""
+        from contextlib import nullcontext
+
+        from dvclive import Live
+
+        if not self.dist.main:
+            return nullcontext()
+        return Live(str(self.report_dir), dvcyaml=False, save_dvc_exp=False, resume=resume, report=None)
+
+    def _end_epoch(self, epoch: int, stats: dict[str, float], live) -> None:
+        """Rank 0: evaluate, keep the best model, early-stopping state, log."""
+        metrics, thr = self._evaluate()
+        score = metrics[self.t.select_metric]
+        if score > self.state.best_score:
+            self.state.best_score, self.state.best_epoch, self.state.bad_epochs = score, epoch, 0
+            self._save_best(thr, metrics)
+        else:
+            self.state.bad_epochs += 1
+            self.state.stopped_early = self.state.bad_epochs >= self.t.patience
+        self.state.history.append({"epoch": epoch, **stats, **{f"val_{k}": v for k, v in metrics.items()}})
+        live.step = epoch  # explicit: a resumed run continues the same step axis
+        for k in ("d_loss", "g_loss"):
+            if not np.isnan(stats[k]):
+                live.log_metric(f"train/{k}", stats[k])
+        for k in ("roc_auc", "accuracy", "f1", "precision", "recall", "average_precision"):
+            live.log_metric(f"val/{k}", metrics[k])
+        live.next_step()
+        tqdm.write(f"epoch {epoch + 1}: d_loss {stats['d_loss']:.4f} g_loss {stats['g_loss']:.4f} "
+                   f"val_auc {metrics['roc_auc']:.4f} val_acc {metrics['accuracy']:.4f} "
+                   f"({self.timings[-1]['images_per_s']:.0f} img/s)")
 
 
 def _data_version() -> str | None:
@@ -293,21 +272,18 @@ def _data_version() -> str | None:
     return None
 
 
-def train(splits_dir: str | Path, model_dir: str | Path, report_dir: str | Path, p: Params, *,
-          ckpt_dir: str | Path = "artifacts/checkpoints", resume: bool = False, dry_run: bool = False,
-          progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:
-    """Train, write artifacts and reports; return the best-epoch val metrics and run info."""
-    import torchvision
-    from torchvision.utils import save_image
+def _digest(*modules: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for module in modules:
+        for name, q in module.named_parameters():
+            h.update(name.encode() + q.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
 
-    if p.train.threads:
-        torch.set_num_threads(p.train.threads)
-    model_dir, report_dir, ckpt_dir = Path(model_dir), Path(report_dir), Path(ckpt_dir)
-    device = pick_device(p.train.device)
-    if device.type == "cpu":  # same inputs, same machine -> same bits (CUDA keeps its fast kernels)
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    size = p.train.image_size
-    a = p.train.augment
+
+def _decode(p: Params, splits_dir: Path, ckpt_dir: Path, progress: bool, d: Dist):
+    """Decoded train/val tensors, masks and labels. Rank 0 decodes first (it may build the shared
+    memory-mapped cache); the other ranks then reuse that cache or decode into their own RAM."""
+    size, a = p.train.image_size, p.train.augment
     # With no scale/rotation augmentation, train images are cached at the input size itself: the model
     # then sees exactly the pixels evaluation sees (one antialiased resize, none at native size), so
     # resampling traces cannot differ between train and test. Otherwise: room for the resized crop.
@@ -315,25 +291,67 @@ def train(splits_dir: str | Path, model_dir: str | Path, report_dir: str | Path,
     tr, va = read_split(splits_dir, "train"), read_split(splits_dir, "val")
     if tr["y"].nunique() < 2 or va.empty:
         raise ValueError("training needs both classes in the train split and a non-empty val split")
-    t0 = time.perf_counter()
-    train_x, ok_tr = decode_all(tr["path"].tolist(), load_size, progress, "decode train",
+    if not d.main:
+        barrier(d)
+    train_x, ok_tr = decode_all(tr["path"].tolist(), load_size, progress and d.main, "decode train",
                                 disk_dir=ckpt_dir / "cache", ram_limit_bytes=int(p.train.cache_ram_gb * 2**30))
-    val_x, ok_va = decode_all(va["path"].tolist(), size, progress, "decode val")
+    val_x, ok_va = decode_all(va["path"].tolist(), size, progress and d.main, "decode val")
+    if d.main:
+        barrier(d)
     train_y = torch.tensor(tr["y"].to_numpy())  # full length: rows index both (no copy of a disk cache)
-    val_x, val_y = val_x[ok_va], va["y"].to_numpy()[ok_va]
-    decode_s = time.perf_counter() - t0
+    return train_x, ok_tr, train_y, val_x[ok_va], va["y"].to_numpy()[ok_va], ok_va
 
-    trainer = Trainer(p, train_x, train_y, val_x, val_y, model_dir, ckpt_dir, report_dir, device, progress,
-                      max_batches=2 if dry_run else None, rows=np.flatnonzero(ok_tr))
-    t1 = time.perf_counter()
-    state = trainer.fit(resume=resume, stop_after=stop_after)
-    fit_s = time.perf_counter() - t1
+
+def train(splits_dir: str | Path, model_dir: str | Path, report_dir: str | Path, p: Params, *,
+          ckpt_dir: str | Path = "artifacts/checkpoints", resume: bool = False, dry_run: bool = False,
+          progress: bool = True, stop_after: int | None = None, run_log: str | Path | None = None,
+          log_seen: bool = False) -> dict[str, Any]:
+    """Train, write artifacts and reports; return the model card (best-epoch val metrics, run info).
+
+    Timings (decode, fit, img/s per epoch) change on every run, so they stay out of the DVC-tracked
+    model card and checkpoint; they go to `run_log` (a JSON file no stage tracks) and card["run"].
+    Under torchrun every rank trains its shard; only rank 0 writes the model, card and reports,
+    ranks > 0 write `<run_log>.rank<R>.json` and return {"rank": R, "run": ...}.
+    """
+    import torchvision
+    from torchvision.utils import save_image
+
+    if p.train.threads:
+        torch.set_num_threads(p.train.threads)
+    model_dir, report_dir, ckpt_dir = Path(model_dir), Path(report_dir), Path(ckpt_dir)
+    d = setup(p.train.device, p.train.ddp_backend)
+    device = d.device
+    if device.type == "cpu":  # same inputs, same machine -> same bits (CUDA keeps its fast kernels)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        t0 = time.perf_counter()
+        train_x, ok_tr, train_y, val_x, val_y, ok_va = _decode(p, Path(splits_dir), ckpt_dir, progress, d)
+        decode_s = time.perf_counter() - t0
+        trainer = Trainer(p, train_x, train_y, val_x, val_y, model_dir, ckpt_dir, report_dir, device, progress,
+                          max_batches=2 if dry_run else None, rows=np.flatnonzero(ok_tr), dist=d,
+                          log_seen=log_seen)
+        t1 = time.perf_counter()
+        state = trainer.fit(resume=resume, stop_after=stop_after)
+        fit_s = time.perf_counter() - t1
+    finally:
+        teardown(d)
+    run = {"model_dir": str(model_dir), "rank": d.rank, "world_size": d.world, "device": str(device),
+           "decode_s": round(decode_s, 2), "fit_s": round(fit_s, 2), "epochs": trainer.timings,
+           "params_sha256": _digest(trainer.D, trainer.G),  # equal on every rank: gradients were all-reduced
+           **({"seen": trainer.seen} if log_seen else {})}
+    if run_log is not None:
+        log = Path(run_log) if d.main else Path(run_log).with_suffix(f".rank{d.rank}.json")
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(json.dumps(run, indent=2, default=float) + "\n")
+    if not d.main:
+        return {"rank": d.rank, "run": run}
     if state.best_epoch < 0:
         raise RuntimeError("no epoch finished: nothing to save")
     best = state.history[[h["epoch"] for h in state.history].index(state.best_epoch)]
     with torch.no_grad():
         trainer.G.eval()
         save_image(trainer.G(trainer.z_fixed.to(device)).float().cpu(), report_dir / "samples.png", nrow=8)
+    name = f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""
     card = {
         "model": f"hybrid {p.model.backbone} GAN discriminator", "positive_class": "fake",
         "data_version_md5": _data_version(), "params": p.model_dump(by_alias=True),
@@ -341,11 +359,10 @@ def train(splits_dir: str | Path, model_dir: str | Path, report_dir: str | Path,
         "epochs_run": state.epoch + 1, "stopped_early": state.stopped_early,
         "val_metrics": {k[4:]: v for k, v in best.items() if k.startswith("val_")},
         "pretrained": None if trainer.pretrained is None else {"skipped": trainer.pretrained["skipped"]},
-        "device": str(device) + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""),
+        "device": (f"{d.world} x " if d.enabled else "") + device.type + name,
         "n_train": int(ok_tr.sum()), "n_val": int(len(val_x)),
         "unreadable_skipped": int((~ok_tr).sum() + (~ok_va).sum()),
-        "decode_s": round(decode_s, 2), "fit_s": round(fit_s, 2),
         "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__},
     }
     (model_dir / "model_card.json").write_text(json.dumps(card, indent=2, default=float) + "\n")
-    return card
+    return card | {"run": run}

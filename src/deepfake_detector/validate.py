@@ -23,74 +23,29 @@ import hashlib
 import json
 import os
 import shutil
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 from tqdm import tqdm
 
-from .features import cheap_features
+from .filemeta import CACHED_KEYS, read_files
 from .gx_suite import REASONS, run_suite
 from .hashing import components, near_pairs
-from .images import CONVERTIBLE_MODES, GRAYSCALE_MODES, iter_labelled_files, source_of, to_rgb
+from .images import CONVERTIBLE_MODES, GRAYSCALE_MODES, iter_labelled_files, source_of
 from .label_issues import embed_files, find_label_issues, thumbnails_html
 from .params import ValidateParams
 
 MANIFEST_COLUMNS = ["path", "label", "sha256", "format", "mode", "width", "height", "bytes", "phash", "source"]
-_CACHED_KEYS = ("decodes", "error", "format", "mode", "bands", "width", "height", "n_frames",
-                "exif_orientation", "phash", "features")
-
-
-def decode_metadata(data: bytes, max_pixels: int) -> dict[str, Any]:
-    """Fully decode image bytes; never raises. Keys: _CACHED_KEYS."""
-    import io
-
-    import imagehash
-
-    meta: dict[str, Any] = {k: None for k in _CACHED_KEYS}
-    meta.update(decodes=False, n_frames=None)
-    if not data:
-        meta["error"] = "empty file"
-        return meta
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                w, h = img.size
-                if w * h > max_pixels:
-                    meta["error"] = f"decompression bomb: {w}x{h} > {max_pixels} pixels"
-                    return meta
-                meta.update(format=img.format, mode=img.mode, bands=len(img.getbands()),
-                            width=w, height=h, n_frames=int(getattr(img, "n_frames", 1)),
-                            exif_orientation=int(img.getexif().get(0x0112, 1)))
-                img.load()
-                rgb = to_rgb(img) if img.mode not in ("I;16", "I;16B", "I;16L", "I", "F") else None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        meta["error"] = f"decompression bomb: {exc}"
-        return meta
-    except Exception as exc:  # noqa: BLE001 - any decoder failure means unreadable
-        meta["error"] = f"{type(exc).__name__}: {exc}"
-        return meta
-    meta["decodes"] = True
-    if rgb is not None:
-        if meta["exif_orientation"] in (5, 6, 7, 8):
-            meta["width"], meta["height"] = meta["height"], meta["width"]
-        meta["phash"] = str(imagehash.phash(rgb))
-        meta["features"] = cheap_features(np.asarray(rgb))
-    return meta
-
-
 def decode_version(p: ValidateParams) -> str:
     """What a cached per-file result depends on besides the bytes: the decode code and its params.
 
-    Editing features.py/hashing.py/images.py/validate.py or changing validate.max_pixels gives a new
+    Editing filemeta.py/features.py/images.py or changing validate.max_pixels gives a new
     version, so every file is decoded again instead of reusing stale results.
     """
     h = hashlib.sha256(f"max_pixels={p.max_pixels}".encode())
-    for name in ("validate.py", "features.py", "hashing.py", "images.py"):
+    for name in ("filemeta.py", "features.py", "images.py"):
         h.update((Path(__file__).parent / name).read_bytes())
     return h.hexdigest()[:12]
 
@@ -121,32 +76,34 @@ def _save_cache(path: Path | None, cache: dict[str, dict]) -> None:
 
 
 def collect_metadata(data_dir: Path, p: ValidateParams, cache_path: Path | None = None,
-                     progress: bool = True) -> tuple[pd.DataFrame, dict[str, int]]:
-    """One row per file under data_dir/<label>/; returns (frame, {"decoded": n, "cached": n})."""
+                     progress: bool = True, workers: int = 0) -> tuple[pd.DataFrame, dict[str, int]]:
+    """One row per file under data_dir/<label>/; returns (frame, {"decoded": n, "cached": n}).
+
+    workers: processes for the per-file pass (0 = every core); the result does not depend on it.
+    """
     cache, used = _load_cache(cache_path), {}
     version = decode_version(p)
     rows, stats = [], {"decoded": 0, "cached": 0}
     files = list(iter_labelled_files(data_dir))
-    for path, label in tqdm(files, desc="validate", unit="img", disable=not progress):
-        rel = path.relative_to(data_dir).as_posix()
-        row: dict[str, Any] = {"path": rel, "label": label, "is_symlink": path.is_symlink()}
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            rows.append({**row, "bytes": 0, "sha256": None, "decodes": False, "error": str(exc)})
+    records = read_files([path for path, _ in files], p.max_pixels, frozenset(cache), version, workers)
+    for (path, label), rec in tqdm(zip(files, records), total=len(files), desc="validate", unit="img",
+                                   disable=not progress):
+        row: dict[str, Any] = {"path": path.relative_to(data_dir).as_posix(), "label": label,
+                               "is_symlink": path.is_symlink()}
+        key = rec.pop("key")
+        if key is None:  # unreadable (OSError)
+            rows.append({**row, **rec})
             continue
-        sha = hashlib.sha256(data).hexdigest()
-        key = f"{sha}:{version}"
-        if key in cache:
+        meta = rec.pop("meta", None)
+        if meta is None:
             meta = cache[key]
             stats["cached"] += 1
         else:
-            meta = decode_metadata(data, p.max_pixels)
             stats["decoded"] += 1
         used[key] = meta
-        rows.append({**row, "bytes": len(data), "sha256": sha, **meta})
+        rows.append({**row, **rec, **meta})
     _save_cache(cache_path, used)
-    frame = pd.DataFrame(rows, columns=["path", "label", "is_symlink", "bytes", "sha256", *_CACHED_KEYS])
+    frame = pd.DataFrame(rows, columns=["path", "label", "is_symlink", "bytes", "sha256", *CACHED_KEYS])
     frame["source"] = frame["path"].map(source_of)
     return frame, stats
 
@@ -205,10 +162,11 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def validate(data_dir: str | Path, clean_dir: str | Path, report_dir: str | Path, p: ValidateParams,
-             seed: int = 42, cache_path: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+             seed: int = 42, cache_path: str | Path | None = None, progress: bool = True,
+             workers: int = 0) -> dict[str, Any]:
     """Validate every file, write the cleaned dataset and the reports; return the metrics."""
     data_dir, clean_dir, report_dir = Path(data_dir), Path(clean_dir), Path(report_dir)
-    frame, cache_stats = collect_metadata(data_dir, p, Path(cache_path) if cache_path else None, progress)
+    frame, cache_stats = collect_metadata(data_dir, p, Path(cache_path) if cache_path else None, progress, workers)
     embeddings = None
     if p.label_issue.features == "embeddings":
         decodes = frame["decodes"].fillna(False).astype(bool)

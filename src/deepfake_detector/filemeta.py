@@ -1,0 +1,141 @@
+"""Per-file validation work, one pass over each file's bytes: sha256, decode, pHash, statistics.
+
+    records = read_files(paths, max_pixels, cached_keys, version, workers=0)  # 0 = every core
+
+Runs in worker processes (`dfd validate --workers N`), so this module imports no torch: a worker
+starts in about a second. A file whose `sha256:version` key is cached is read and hashed, not decoded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import re
+import warnings
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .features import FEATURE_SIZE, cheap_features
+from .hashing import phash
+from .images import to_rgb
+
+CACHED_KEYS = ("decodes", "error", "format", "mode", "bands", "width", "height", "n_frames",
+                "exif_orientation", "phash", "features")
+
+
+def decode_metadata(data: bytes, max_pixels: int) -> tuple[dict[str, Any], np.ndarray | None]:
+    """Decode image bytes once; never raises. Returns (metadata with CACHED_KEYS but "features",
+    the FEATURE_SIZE x FEATURE_SIZE RGB image the features are computed from, batched, or None).
+
+    JPEGs are decoded in draft mode at the smallest DCT scale (1/2, 1/4, 1/8) that is still at least
+    FEATURE_SIZE (32) px: libjpeg still entropy-decodes every byte (a truncated or corrupt file fails
+    as in a full decode) but skips most of the inverse DCT. pHash and the statistics are computed
+    from that image resized to 32 x 32 (comparable across resolutions; a 256 px JPEG decodes at 1/8
+    straight to 32 px).
+    """
+    import io
+
+    meta: dict[str, Any] = {k: None for k in CACHED_KEYS}
+    meta.update(decodes=False, n_frames=None)
+    if not data:
+        meta["error"] = "empty file"
+        return meta, None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                w, h = img.size
+                if w * h > max_pixels:
+                    meta["error"] = f"decompression bomb: {w}x{h} > {max_pixels} pixels"
+                    return meta, None
+                meta.update(format=img.format, mode=img.mode, bands=len(img.getbands()),
+                            width=w, height=h, n_frames=int(getattr(img, "n_frames", 1)),
+                            exif_orientation=int(img.getexif().get(0x0112, 1)))
+                img.draft(None, (FEATURE_SIZE, FEATURE_SIZE))  # JPEG only; other formats ignore it
+                img.load()
+                rgb = to_rgb(img) if img.mode not in ("I;16", "I;16B", "I;16L", "I", "F") else None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        meta["error"] = f"decompression bomb: {exc}"
+        return meta, None
+    except Exception as exc:  # noqa: BLE001 - any decoder failure means unreadable
+        # no object addresses ("<_io.BytesIO object at 0x7f..>"): the same file gives the same message
+        meta["error"] = re.sub(r"<[^<>]* at 0x[0-9a-f]+>", "<bytes>", f"{type(exc).__name__}: {exc}")
+        return meta, None
+    meta["decodes"] = True
+    if rgb is None:
+        return meta, None
+    if meta["exif_orientation"] in (5, 6, 7, 8):
+        meta["width"], meta["height"] = meta["height"], meta["width"]
+    small = rgb if rgb.size == (FEATURE_SIZE, FEATURE_SIZE) else rgb.resize((FEATURE_SIZE, FEATURE_SIZE),
+                                                                        Image.Resampling.BILINEAR)
+    meta["phash"] = phash(small)
+    return meta, np.asarray(small)
+
+
+_SKIP: frozenset[str] = frozenset()
+_VERSION = ""
+_MAX_PIXELS = 0
+
+
+def _init(skip: frozenset[str], version: str, max_pixels: int) -> None:
+    global _SKIP, _VERSION, _MAX_PIXELS
+    _SKIP, _VERSION, _MAX_PIXELS = skip, version, max_pixels
+
+
+def _record(path: str) -> tuple[dict[str, Any], np.ndarray | None]:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        return {"bytes": 0, "sha256": None, "key": None, "decodes": False, "error": str(exc)}, None
+    sha = hashlib.sha256(data).hexdigest()
+    key = f"{sha}:{_VERSION}"
+    rec: dict[str, Any] = {"bytes": len(data), "sha256": sha, "key": key}
+    if key in _SKIP:
+        return rec, None
+    rec["meta"], small = decode_metadata(data, _MAX_PIXELS)
+    return rec, small
+
+
+def _chunk(paths: list[str]) -> list[dict[str, Any]]:
+    """Records for a chunk of files: {"bytes", "sha256", "key"} plus "meta" unless the key is cached
+    ("error" on OSError). The statistics of the chunk's decoded images are computed as one batch."""
+    recs, smalls = zip(*map(_record, paths))
+    todo = [i for i, s in enumerate(smalls) if s is not None]
+    feats = cheap_features(np.stack([smalls[i] for i in todo])) if todo else []
+    for i, f in zip(todo, feats):
+        recs[i]["meta"]["features"] = [float(v) for v in f]
+    return list(recs)
+
+
+CHUNK = 32
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def read_files(paths: Sequence[str | Path], max_pixels: int, cached_keys: frozenset[str], version: str,
+               workers: int = 0) -> Iterator[dict[str, Any]]:
+    """One record per path, in order. workers: processes (0 = every core, 1 = this process)."""
+    if workers == 0:  # auto: every core, but a pool is not worth starting for a handful of files
+        workers = default_workers() if len(paths) >= 64 else 1
+    args = (frozenset(cached_keys), version, max_pixels)
+    chunks = [list(map(str, paths[i:i + CHUNK])) for i in range(0, len(paths), CHUNK)]
+    if workers == 1:
+        _init(*args)
+        for chunk in chunks:
+            yield from _chunk(chunk)
+        return
+    # forkserver: workers do not inherit the parent's torch/OpenMP threads (fork can deadlock on them);
+    # the server imports this module once, so each worker starts as a cheap fork of it
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init, initargs=args) as pool:
+        for recs in pool.map(_chunk, chunks):
+            yield from recs
