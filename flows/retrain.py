@@ -121,10 +121,10 @@ def dvc_push(worktree: str, remote: str) -> str:
 
 
 def _ensure_remote(repo: str, worktree: str, fallback: str) -> str:
-    configured = subprocess.run(["git", "config", "-f", str(Path(repo) / ".dvc/config"), "core.remote"],
-                                capture_output=True, text=True).stdout.strip()
-    if configured:
-        return configured
+    """The project's default DVC remote (`dvc remote default`: S3, MinIO, ...), else flows.remote."""
+    configured = subprocess.run(["dvc", "remote", "default"], cwd=worktree, capture_output=True, text=True)
+    if configured.returncode == 0 and configured.stdout.strip():
+        return configured.stdout.strip()
     url = fallback if "://" in fallback else str((Path(repo) / fallback).resolve())
     sh(["dvc", "remote", "add", "--local", "-f", "dfd-local", url], worktree)
     return "dfd-local"

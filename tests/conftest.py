@@ -12,7 +12,6 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # the flows/ package
 BIN = Path(sys.executable).parent
 
 os.environ.update({
@@ -77,11 +76,12 @@ def prepared(tmp_path_factory, demo_dir) -> Path:
 
 
 def init_project(dest: Path, data: Path, params: Path | None = None) -> Path:
-    """A temp git + DVC project: this repo's pipeline files, the given data, `dvc add data`, committed."""
+    """A temp git + DVC project: this repo's pipeline and flow files, the given data, `dvc add data`, committed."""
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("dvc.yaml", ".gitignore"):
+    for name in ("dvc.yaml", ".gitignore", "prefect.yaml"):
         shutil.copy(REPO / name, dest / name)
-    shutil.copytree(REPO / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("src", "flows"):
+        shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
     if params is None:
         write_params(dest / "params.yaml")
     else:

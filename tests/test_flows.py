@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -197,12 +196,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_deployments_and_crons_register_on_a_real_server(tmp_path):
+def test_deployments_register_and_a_process_work_pool_worker_runs_one(repro_project, tmp_path):
+    """A real Prefect server: `flows.deploy apply` (served) and `flows.deploy pool` (prefect.yaml ->
+    a process work pool) register the flows with the crons from params.yaml; a `prefect worker`
+    picks up a triggered run of the pipeline deployment and runs it to completion."""
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": api}
-    server = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1",
-                               "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    prefect = str(Path(sys.executable).parent / "prefect")
+    server = subprocess.Popen([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         from flows.common import wait_healthy
 
@@ -214,6 +217,28 @@ def test_deployments_and_crons_register_on_a_real_server(tmp_path):
         assert set(by_name) == {"on-demand", "weekly-retrain", "daily-monitor"}
         crons = {name: [s["schedule"].get("cron") for s in d["schedules"]] for name, d in by_name.items()}
         assert crons["weekly-retrain"] == ["0 3 * * 1"] and crons["daily-monitor"] == ["0 6 * * *"]
+
+        # the work-pool path: prefect.yaml, crons from the project's params.yaml, a process worker
+        params = yaml.safe_load((repro_project / "params.yaml").read_text())
+        params.setdefault("flows", {})["retrain_cron"] = "15 4 * * 2"
+        (repro_project / "params.yaml").write_text(yaml.safe_dump(params))
+        subprocess.run([prefect, "work-pool", "create", "test-pool", "--type", "process"], cwd=repro_project,
+                       env=env, check=True, capture_output=True)
+        subprocess.run([sys.executable, "-m", "flows.deploy", "pool", "--pool", "test-pool", "--repo",
+                        str(repro_project)], cwd=repro_project, env=env, check=True, capture_output=True)
+        pooled = [d for d in httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()
+                  if d.get("work_pool_name") == "test-pool"]
+        assert {d["name"] for d in pooled} == {"on-demand", "weekly-retrain", "daily-monitor"}
+        weekly = next(d for d in pooled if d["name"] == "weekly-retrain")
+        assert [s["schedule"]["cron"] for s in weekly["schedules"]] == ["15 4 * * 2"]
+        on_demand = next(d for d in pooled if d["name"] == "on-demand")
+        flow_run = httpx.post(f"{api}/deployments/{on_demand['id']}/create_flow_run",
+                              json={"parameters": {"stages": ["split"]}}, timeout=10).json()
+        subprocess.run([prefect, "worker", "start", "--pool", "test-pool", "--run-once"], cwd=repro_project,
+                       env=env, check=True, capture_output=True, timeout=300)
+        state = httpx.get(f"{api}/flow_runs/{flow_run['id']}", timeout=10).json()["state"]
+        assert state["type"] == "COMPLETED", state
     finally:
         server.terminate()
         server.wait(timeout=30)
+        run(["git", "checkout", "params.yaml"], repro_project)

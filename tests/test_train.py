@@ -127,3 +127,35 @@ def test_generated_batches_do_not_shift_bn_running_stats():
     assert torch.equal(before, model.bn1.running_mean) and model.bn1.momentum == 0.1
     model(torch.rand(4, 3, 64, 64))
     assert not torch.equal(before, model.bn1.running_mean)
+
+
+def test_disk_cache_reads_what_ram_holds_and_reuses_shards_by_content(demo_dir, tmp_path, monkeypatch):
+    import hashlib
+
+    from deepfake_detector import tensorcache
+
+    monkeypatch.setattr(tensorcache, "SHARD_BYTES", 3 * 32 * 32 * 12)  # ~12 images per shard -> 8 shards
+    paths = sorted(str(p) for p in demo_dir.rglob("*.jpg"))
+    hashes = [hashlib.sha256(open(p, "rb").read()).hexdigest() for p in paths]
+    ram, ok = tensorcache.decode_all(paths, 32, progress=False)
+    disk, ok_disk = tensorcache.decode_all(paths, 32, progress=False, disk_dir=tmp_path / "c", ram_limit_bytes=0,
+                                           hashes=hashes)
+    assert isinstance(disk, tensorcache.DiskCache) and len(disk) == len(paths) and ok.all() and ok_disk.all()
+    idx = torch.randperm(len(paths), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(disk[idx], ram[idx]) and torch.equal(disk[3], ram[3])
+    shards = sorted((tmp_path / "c").glob("*.u8"))
+    assert len(shards) >= 4
+    built = {f: f.stat().st_mtime_ns for f in shards}
+
+    order = idx.tolist()  # a re-split: the same images in another order reuse every shard
+    again, _ = tensorcache.decode_all([paths[i] for i in order], 32, progress=False, disk_dir=tmp_path / "c",
+                                      ram_limit_bytes=0, hashes=[hashes[i] for i in order])
+    assert torch.equal(again[torch.arange(len(order))], ram[idx])
+    assert {f: f.stat().st_mtime_ns for f in sorted((tmp_path / "c").glob("*.u8"))} == built
+
+    extra = tmp_path / "extra.jpg"  # one new image rebuilds only the shard it falls into
+    extra.write_bytes(open(paths[0], "rb").read()[:-2] + b"\xff\xd9")
+    more, _ = tensorcache.decode_all(paths + [str(extra)], 32, progress=False, disk_dir=tmp_path / "c",
+                                     ram_limit_bytes=0, hashes=hashes + [hashlib.sha256(extra.read_bytes()).hexdigest()])
+    after = sorted((tmp_path / "c").glob("*.u8"))
+    assert len(set(after) - set(built)) == 1 and torch.equal(more[torch.arange(len(paths))], ram)

@@ -95,6 +95,8 @@ def train(splits: Path, model: Path, reports: Path, params: Path = PARAMS,
           dry_run: bool = typer.Option(False, help="2 batches per epoch (smoke test)"),
           run_log: Path = typer.Option(Path("artifacts/logs/train.json"), help="timings (not DVC-tracked)"),
           log_seen: bool = typer.Option(False, help="record the rows each rank trained on in its run log"),
+          cache_dir: Path = typer.Option(Path("artifacts/cache/train"),
+                                         help="decoded-image shards when the data exceed train.cache_ram_gb"),
           progress: bool = True) -> None:
     """Train the hybrid GAN (model.backbone); the discriminator is the detector.
 
@@ -105,7 +107,7 @@ def train(splits: Path, model: Path, reports: Path, params: Path = PARAMS,
     p = _params(params)
     try:
         card = run(splits, model, reports, p, ckpt_dir=checkpoints, resume=resume, dry_run=dry_run,
-                   progress=progress, run_log=run_log, log_seen=log_seen)
+                   progress=progress, run_log=run_log, log_seen=log_seen, cache_dir=cache_dir)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         _fail(exc)
     if "val_metrics" in card:  # rank 0 (ranks > 0 only write their run log)

@@ -86,7 +86,7 @@ class TrainParams(_Strict):
     patience: int = Field(5, ge=1)
     select_metric: Literal["roc_auc", "f1", "accuracy", "average_precision"] = "roc_auc"
     threads: int = Field(0, ge=0)
-    cache_ram_gb: float = Field(8.0, gt=0)  # decoded training images above this go to a memory-mapped disk cache
+    cache_ram_gb: float = Field(8.0, gt=0)  # decoded training images above this go to shard files on disk
     ddp_backend: Literal["auto", "nccl", "gloo"] = "auto"  # under torchrun: auto = nccl on CUDA, gloo on CPU
     sync_bn: bool = False  # under torchrun on CUDA: SyncBatchNorm instead of per-rank batch statistics
     augment: AugmentParams = AugmentParams()

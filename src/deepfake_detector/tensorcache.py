@@ -1,12 +1,18 @@
-"""Decode each image once into a uint8 tensor; every epoch then reads memory, not JPEGs.
+"""Decode each image once into uint8 arrays; every epoch then reads arrays, not JPEGs.
 
-    x, ok = decode_all(paths, 280)                                    # in RAM
-    x, ok = decode_all(paths, 280, disk_dir="artifacts/checkpoints/cache", ram_limit_bytes=4 * 2**30)
+    x, ok = decode_all(paths, 280)                                                      # in RAM
+    x, ok = decode_all(paths, 280, disk_dir="artifacts/cache/train", ram_limit_bytes=4 * 2**30,
+                       hashes=sha256_per_file)                                          # on disk
 
-Above `ram_limit_bytes` the cache is a memory-mapped file in `disk_dir` (the OS pages it in and
-out, so resident memory stays bounded), named by a hash of the paths, their sizes and mtimes and
-the decode size, and reused by the next run over the same files. Sizes: 3 x S^2 bytes per image,
-e.g. 235 KB at S = 280 (224 px training): 0.4 GB for 1.7k images, 23.5 GB for 100k.
+Above `ram_limit_bytes` the cache is a set of shard files in `disk_dir` (at most ~SHARD_BYTES each;
+raw (n, 3, S, S) uint8 arrays that np.memmap can open), written once and reused by any later run. Images go to shards by their content
+hash (sha256 from the split CSVs; path + size + mtime when no hash is given), sorted within a shard,
+and a shard's name hashes the decode size and its images' hashes: re-splitting or moving files
+reuses every shard, and new images rebuild only the shards they fall into.
+`x[idx]` then reads just the requested images with `pread` into a batch buffer: the OS page cache
+does the caching and this process's resident memory stays at one batch however large the dataset
+(benchmarks/cache_memory.py measures it). Sizes: 3 x S^2 bytes per image, e.g. 307 KB at S = 320
+(256 px training): 0.5 GB for 1.7k images, 30.7 GB for 100k.
 """
 
 from __future__ import annotations
@@ -24,43 +30,70 @@ from tqdm import tqdm
 
 from .images import load_rgb, to_tensor
 
+SHARD_BYTES = 256 * 2**20
+WRITE_CHUNK = 256  # images decoded per write while building a shard
+
 
 def cache_bytes(n: int, size: int) -> int:
     return n * 3 * size * size
 
 
-def _key(paths: Sequence[str], size: int) -> str:
-    h = hashlib.sha256(f"v1 {size}".encode())
+class DiskCache:
+    """(N, 3, S, S) uint8 images in shard files; indexing with row ids returns a torch tensor."""
+
+    def __init__(self, files: list[Path], shard: np.ndarray, offset: np.ndarray, size: int) -> None:
+        self.files, self.shard, self.offset, self.size = files, shard, offset, size
+        self.shape = (len(shard), 3, size, size)
+        self._fds: list[int] | None = None
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getstate__(self) -> dict:  # picklable (e.g. DataLoader workers): files reopen there
+        return {**self.__dict__, "_fds": None}
+
+    def __getitem__(self, idx) -> torch.Tensor:
+        rows = np.atleast_1d(np.asarray(idx, dtype=np.int64))
+        item = 3 * self.size * self.size
+        out = np.empty((len(rows), 3, self.size, self.size), np.uint8)
+        flat = out.reshape(len(rows), item)
+        if self._fds is None:
+            self._fds = [os.open(f, os.O_RDONLY) for f in self.files]
+        for j, i in enumerate(rows):
+            s = self.shard[i]
+            if os.preadv(self._fds[s], [flat[j]], int(self.offset[i]) * item) != item:
+                raise OSError(f"{self.files[s]}: short read (cache file truncated?)")
+        t = torch.from_numpy(out)
+        return t[0] if np.ndim(idx) == 0 else t
+
+    def __del__(self) -> None:
+        for fd in self._fds or []:
+            os.close(fd)
+
+
+def _content_ids(paths: Sequence[str], hashes: Sequence[str] | None) -> list[str]:
+    """A hex id per image: its content hash, or a hash of path + size + mtime."""
+    if hashes is not None:
+        return [str(h) for h in hashes]
+    out = []
     for p in paths:
         st = os.stat(p) if os.path.exists(p) else None
-        h.update(f"{p}\0{st.st_size if st else -1}\0{st.st_mtime_ns if st else -1}\n".encode())
-    return h.hexdigest()[:20]
+        key = f"{p}\0{st.st_size if st else -1}\0{st.st_mtime_ns if st else -1}"
+        out.append(hashlib.sha256(key.encode()).hexdigest())
+    return out
 
 
-def decode_all(paths: Sequence[str], size: int, progress: bool = True, desc: str = "decode",
-               transform: Callable[[Image.Image], Image.Image] | None = None, workers: int = 2,
-               disk_dir: str | Path | None = None, ram_limit_bytes: int | None = None
-               ) -> tuple[torch.Tensor, np.ndarray]:
-    """(N, 3, size, size) uint8 tensor and a bool mask of files that decoded.
+def _shards(ids: list[str], size: int) -> list[np.ndarray]:
+    """Row indices per shard: bucket by hash prefix (a power-of-two count, so it only changes when
+    the dataset doubles), content-hash order within a bucket."""
+    n_min = -(-cache_bytes(len(ids), size) // SHARD_BYTES)
+    n_buckets = 1 << max(0, (n_min - 1).bit_length())
+    bucket = np.array([int(i[:8], 16) % n_buckets if i else 0 for i in ids], dtype=np.int64)
+    order = np.lexsort((np.array(ids), bucket))
+    return [r for r in np.split(order, np.searchsorted(bucket[order], np.arange(1, n_buckets))) if len(r)]
 
-    Unreadable files become zero images with ok=False (callers skip or count them).
-    transform, if given, is applied to the decoded full-resolution RGB image before resizing
-    (used by the robustness card to JPEG/blur/resize at source resolution).
-    """
-    shape = (len(paths), 3, size, size)
-    on_disk = (disk_dir is not None and ram_limit_bytes is not None and transform is None
-               and cache_bytes(len(paths), size) > ram_limit_bytes)
-    if on_disk:
-        base = Path(disk_dir) / f"{_key(paths, size)}"
-        data, mask = base.with_suffix(".u8"), base.with_suffix(".ok.npy")
-        if data.is_file() and mask.is_file():  # built by an earlier run over the same files
-            arr = np.memmap(data, dtype=np.uint8, mode="r+", shape=shape)
-            return torch.from_numpy(arr), np.load(mask)
-        data.parent.mkdir(parents=True, exist_ok=True)
-        arr = np.memmap(data.with_suffix(".tmp"), dtype=np.uint8, mode="w+", shape=shape)
-        out = torch.from_numpy(arr)
-    else:
-        out = torch.zeros(shape, dtype=torch.uint8)
+
+def _decode_into(out, paths: Sequence[str], size: int, transform, workers: int, bar) -> np.ndarray:
     ok = np.zeros(len(paths), dtype=bool)
 
     def work(i: int) -> None:
@@ -72,12 +105,49 @@ def decode_all(paths: Sequence[str], size: int, progress: bool = True, desc: str
         ok[i] = True
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(tqdm(pool.map(work, range(len(paths))), total=len(paths), desc=desc, unit="img",
-                  disable=not progress, leave=False))
-    if on_disk:
-        arr.flush()
-        del out, arr
-        os.replace(data.with_suffix(".tmp"), data)  # complete files only: a killed build is rebuilt
-        np.save(mask, ok)
-        return torch.from_numpy(np.memmap(data, dtype=np.uint8, mode="r+", shape=shape)), ok
-    return out, ok
+        for _ in pool.map(work, range(len(paths))):
+            bar.update()
+    return ok
+
+
+def decode_all(paths: Sequence[str], size: int, progress: bool = True, desc: str = "decode",
+               transform: Callable[[Image.Image], Image.Image] | None = None, workers: int = 2,
+               disk_dir: str | Path | None = None, ram_limit_bytes: int | None = None,
+               hashes: Sequence[str] | None = None) -> tuple[torch.Tensor | DiskCache, np.ndarray]:
+    """(N, 3, size, size) uint8 images (a tensor in RAM, or a DiskCache) and a mask of files that decoded.
+
+    Unreadable files become zero images with ok=False (callers skip or count them).
+    transform, if given, is applied to the decoded full-resolution RGB image before resizing
+    (used by the robustness card to JPEG/blur/resize at source resolution).
+    """
+    on_disk = (disk_dir is not None and ram_limit_bytes is not None and transform is None
+               and cache_bytes(len(paths), size) > ram_limit_bytes)
+    bar = tqdm(total=len(paths), desc=desc, unit="img", disable=not progress, leave=False)
+    if not on_disk:
+        out = torch.zeros((len(paths), 3, size, size), dtype=torch.uint8)
+        ok = _decode_into(out, paths, size, transform, workers, bar)
+        bar.close()
+        return out, ok
+    ids = _content_ids(paths, hashes)
+    files, shard_of, offset = [], np.zeros(len(paths), np.int32), np.zeros(len(paths), np.int64)
+    ok = np.zeros(len(paths), dtype=bool)
+    Path(disk_dir).mkdir(parents=True, exist_ok=True)
+    for s, rows in enumerate(_shards(ids, size)):
+        base = Path(disk_dir) / hashlib.sha256(f"v2 {size} {' '.join(ids[i] for i in rows)}".encode()).hexdigest()[:24]
+        data, mask = base.with_suffix(".u8"), base.with_suffix(".ok.npy")
+        if not (data.is_file() and mask.is_file()):  # else: built by an earlier run, reused
+            tmp, part_ok = data.with_suffix(".tmp"), []
+            with open(tmp, "wb") as fh:  # decoded in chunks, appended: memory holds one chunk
+                for c in range(0, len(rows), WRITE_CHUNK):
+                    chunk = [paths[i] for i in rows[c:c + WRITE_CHUNK]]
+                    buf = torch.zeros((len(chunk), 3, size, size), dtype=torch.uint8)
+                    part_ok.append(_decode_into(buf, chunk, size, None, workers, bar))
+                    fh.write(buf.numpy().tobytes())
+            os.replace(tmp, data)  # complete shards only: a killed build is rebuilt
+            np.save(mask, np.concatenate(part_ok))
+        else:
+            bar.update(len(rows))
+        files.append(data)
+        shard_of[rows], offset[rows], ok[rows] = s, np.arange(len(rows)), np.load(mask)
+    bar.close()
+    return DiskCache(files, shard_of, offset, size), ok

@@ -280,7 +280,7 @@ def _digest(*modules: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def _decode(p: Params, splits_dir: Path, ckpt_dir: Path, progress: bool, d: Dist):
+def _decode(p: Params, splits_dir: Path, cache_dir: Path, progress: bool, d: Dist):
     """Decoded train/val tensors, masks and labels. Rank 0 decodes first (it may build the shared
     memory-mapped cache); the other ranks then reuse that cache or decode into their own RAM."""
     size, a = p.train.image_size, p.train.augment
@@ -294,7 +294,8 @@ def _decode(p: Params, splits_dir: Path, ckpt_dir: Path, progress: bool, d: Dist
     if not d.main:
         barrier(d)
     train_x, ok_tr = decode_all(tr["path"].tolist(), load_size, progress and d.main, "decode train",
-                                disk_dir=ckpt_dir / "cache", ram_limit_bytes=int(p.train.cache_ram_gb * 2**30))
+                                disk_dir=cache_dir, ram_limit_bytes=int(p.train.cache_ram_gb * 2**30),
+                                hashes=tr["sha256"].tolist() if "sha256" in tr else None)
     val_x, ok_va = decode_all(va["path"].tolist(), size, progress and d.main, "decode val")
     if d.main:
         barrier(d)
@@ -305,12 +306,13 @@ def _decode(p: Params, splits_dir: Path, ckpt_dir: Path, progress: bool, d: Dist
 def train(splits_dir: str | Path, model_dir: str | Path, report_dir: str | Path, p: Params, *,
           ckpt_dir: str | Path = "artifacts/checkpoints", resume: bool = False, dry_run: bool = False,
           progress: bool = True, stop_after: int | None = None, run_log: str | Path | None = None,
-          log_seen: bool = False) -> dict[str, Any]:
+          log_seen: bool = False, cache_dir: str | Path = "artifacts/cache/train") -> dict[str, Any]:
     """Train, write artifacts and reports; return the model card (best-epoch val metrics, run info).
 
     Timings (decode, fit, img/s per epoch) change on every run, so they stay out of the DVC-tracked
     model card and checkpoint; they go to `run_log` (a JSON file no stage tracks) and card["run"].
-    Under torchrun every rank trains its shard; only rank 0 writes the model, card and reports,
+    Above train.cache_ram_gb the decoded images live in shard files under cache_dir (outside every
+    DVC output, so they survive `dvc repro` and are reused). Under torchrun every rank trains its shard; only rank 0 writes the model, card and reports,
     ranks > 0 write `<run_log>.rank<R>.json` and return {"rank": R, "run": ...}.
     """
     import torchvision
@@ -325,7 +327,7 @@ def train(splits_dir: str | Path, model_dir: str | Path, report_dir: str | Path,
         torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         t0 = time.perf_counter()
-        train_x, ok_tr, train_y, val_x, val_y, ok_va = _decode(p, Path(splits_dir), ckpt_dir, progress, d)
+        train_x, ok_tr, train_y, val_x, val_y, ok_va = _decode(p, Path(splits_dir), Path(cache_dir), progress, d)
         decode_s = time.perf_counter() - t0
         trainer = Trainer(p, train_x, train_y, val_x, val_y, model_dir, ckpt_dir, report_dir, device, progress,
                           max_batches=2 if dry_run else None, rows=np.flatnonzero(ok_tr), dist=d,
