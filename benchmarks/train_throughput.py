@@ -20,7 +20,7 @@ from torchvision import datasets, transforms
 from deepfake_detector.augment import augment, jpeg_cpu
 from deepfake_detector.images import iter_labelled_files
 from deepfake_detector.models import HybridDetector, WeightedBCELoss
-from deepfake_detector.params import AugmentParams
+from deepfake_detector.params import load_params
 from deepfake_detector.tensorcache import decode_all
 from deepfake_detector.train import pick_device
 
@@ -44,7 +44,7 @@ def ours(paths, labels, dev, size, bs, n_batches) -> dict:
     decode_s = time.perf_counter() - t
     y_all = torch.tensor(labels)
     model = HybridDetector().to(dev)
-    opt, crit, aug = torch.optim.AdamW(model.parameters()), WeightedBCELoss().to(dev), AugmentParams()
+    opt, crit, aug = torch.optim.AdamW(model.parameters()), WeightedBCELoss().to(dev), load_params(Path(__file__).parents[1] / "params.yaml").train.augment
     gen = torch.Generator().manual_seed(0)
     n = 0
     for i in range(n_batches + 2):

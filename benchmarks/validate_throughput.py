@@ -23,7 +23,7 @@ from PIL import Image
 
 from deepfake_detector.filemeta import default_workers, read_files
 from deepfake_detector.images import iter_labelled_files
-from deepfake_detector.params import ValidateParams
+from deepfake_detector.params import load_params
 from deepfake_detector.validate import validate
 
 
@@ -52,7 +52,7 @@ def whole_stage(data_dir: Path, files: list[Path]) -> list[tuple[str, int, float
         tmp = Path(tmp)
         data = tmp / "data"
         shutil.copytree(data_dir, data, ignore=shutil.ignore_patterns("*.csv", "*.md"))
-        cache, p = tmp / "cache.jsonl", ValidateParams()
+        cache, p = tmp / "cache.jsonl", load_params(Path(__file__).parents[1] / "params.yaml").validate_
         t = time.perf_counter()
         validate(data, tmp / "clean", tmp / "reports", p, cache_path=cache, progress=False)
         full_s = time.perf_counter() - t

@@ -40,6 +40,34 @@ def stage_metric_files(repo: str | Path) -> dict[str, list[str]]:
     return out
 
 
+def stage_option(repo: str | Path, stage: str, option: str) -> str:
+    """The value of `option` in a dvc.yaml stage's cmd (e.g. drift's --reference): paths stay in dvc.yaml."""
+    import shlex
+
+    cmd = yaml.safe_load((Path(repo) / "dvc.yaml").read_text())["stages"][stage]["cmd"]
+    argv = shlex.split(cmd if isinstance(cmd, str) else cmd[-1])
+    if option not in argv[:-1]:
+        raise FlowError(f"dvc.yaml stage {stage!r} has no {option} in its cmd: {cmd}")
+    return argv[argv.index(option) + 1]
+
+
+def stage_args(repo: str | Path, stage: str) -> list[str]:
+    """The positional arguments of a dvc.yaml stage's `dfd <command>` (e.g. train: splits, model, reports)."""
+    import shlex
+
+    cmd = yaml.safe_load((Path(repo) / "dvc.yaml").read_text())["stages"][stage]["cmd"]
+    argv = shlex.split(cmd if isinstance(cmd, str) else cmd[-1])[2:]
+    out, skip = [], False
+    for tok in argv:
+        if skip:
+            skip = False
+        elif tok.startswith("--"):
+            skip = not tok.startswith("--no-") and "=" not in tok
+        else:
+            out.append(tok)
+    return out
+
+
 def read_metrics(repo: str | Path, rel: str) -> dict:
     path = Path(repo) / rel
     return json.loads(path.read_text()) if path.is_file() else {}

@@ -13,17 +13,18 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
 from deepfake_detector.params import load_params
-from flows.common import FlowError, metrics_markdown, sh
+from flows.common import FlowError, metrics_markdown, sh, stage_option
 from flows.retrain import retrain
 
 
 @task
 def drift_check(repo: str, landing: Path, out: Path) -> dict:
-    for need in ("artifacts/splits/train.csv", "artifacts/model/detector.pt"):
+    reference, model = stage_option(repo, "drift", "--reference"), stage_option(repo, "drift", "--model")
+    for need in (reference, f"{model}/detector.pt"):  # the drift stage's own inputs, from dvc.yaml
         if not (Path(repo) / need).is_file():
             raise FlowError(f"{need} is missing: run the pipeline (dvc repro) before monitoring")
-    sh(["dfd", "drift", str(out), "--reference", "artifacts/splits/train.csv", "--current", str(landing),
-        "--model", "artifacts/model", "--params", "params.yaml", "--no-progress"], repo)
+    sh(["dfd", "drift", str(out), "--reference", reference, "--current", str(landing),
+        "--model", model, "--params", "params.yaml", "--no-progress"], repo)
     metrics = json.loads((out / "metrics.json").read_text())
     create_markdown_artifact(key="drift", markdown=metrics_markdown("drift of the landing folder", metrics))
     return metrics

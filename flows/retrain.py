@@ -29,10 +29,15 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
 from deepfake_detector.params import GateParams, load_params
-from flows.common import FlowError, repo_lock, sh
+from flows.common import FlowError, repo_lock, sh, stage_args, stage_option
 from flows.pipeline import pipeline
 
-MODEL_DIR, SPLITS_DIR = "artifacts/model", "artifacts/splits"
+
+
+def model_and_splits(repo: str | Path) -> tuple[str, str]:
+    """Where the train stage reads its splits and writes the model: `dfd train SPLITS MODEL REPORTS` in dvc.yaml."""
+    splits, model = stage_args(repo, "train")[:2]
+    return model, splits
 
 
 @task
@@ -41,8 +46,9 @@ def open_worktree(repo: str, branch: str) -> str:
     sh(["git", "worktree", "add", "-q", "-b", branch, str(wt), "HEAD"], repo)
     sh(["dvc", "config", "--local", "cache.dir", str(Path(repo) / ".dvc" / "cache")], wt)
     sh(["dvc", "checkout", "--allow-missing", "-q"], wt)
-    if (Path(repo) / "artifacts/cache").is_dir():  # per-file validation results: only new files get decoded
-        shutil.copytree(Path(repo) / "artifacts/cache", wt / "artifacts/cache", dirs_exist_ok=True)
+    cache = Path(stage_option(repo, "validate", "--cache")).parent  # validation + embedding caches (dvc.yaml)
+    if (Path(repo) / cache).is_dir():  # per-file validation results: only new files get decoded
+        shutil.copytree(Path(repo) / cache, wt / cache, dirs_exist_ok=True)
     return str(wt)
 
 
@@ -81,12 +87,13 @@ def fetch_champion(repo: str, base: str, dest: Path) -> tuple[str | None, str | 
     except FlowError:
         return None, None
     outs = [o.get("path") for o in ((lock.get("stages") or {}).get("train") or {}).get("outs", [])]
-    if MODEL_DIR not in outs:
+    model_dir, _ = model_and_splits(repo)
+    if model_dir not in outs:
         return None, None
     try:
-        sh(["dvc", "get", repo, MODEL_DIR, "--rev", base, "-o", str(dest)], repo)
+        sh(["dvc", "get", repo, model_dir, "--rev", base, "-o", str(dest)], repo)
     except FlowError as exc:
-        return None, f"dvc get {MODEL_DIR} at {base[:10]} failed: {str(exc)[-300:]}"
+        return None, f"dvc get {model_dir} at {base[:10]} failed: {str(exc)[-300:]}"
     return str(dest), None
 
 
@@ -94,7 +101,8 @@ def fetch_champion(repo: str, base: str, dest: Path) -> tuple[str | None, str | 
 def run_gate(worktree: str, champion: str | None, champion_error: str | None, g: GateParams) -> dict:
     from deepfake_detector.gate import compare
 
-    return compare(Path(worktree) / MODEL_DIR, champion, Path(worktree) / SPLITS_DIR, g,
+    model_dir, splits_dir = model_and_splits(worktree)
+    return compare(Path(worktree) / model_dir, champion, Path(worktree) / splits_dir, g,
                    champion_error=champion_error)
 
 

@@ -35,10 +35,12 @@ TINY = {  # params that make every stage take seconds on 2 cores
 
 
 def write_params(path: Path, **overrides: dict) -> Path:
-    params = {k: (dict(v) if isinstance(v, dict) else v) for k, v in TINY.items()}
-    for section, values in overrides.items():
-        params[section] = {**params.get(section, {}), **values} if isinstance(values, dict) else values
-    path.write_text(yaml.safe_dump(params))
+    """A complete params file: this repo's params.yaml with TINY and the overrides merged on top
+    (the same load_params/merge the CLI and the baselines use; every key is required)."""
+    from deepfake_detector.params import load_params
+
+    params = load_params(REPO / "params.yaml", TINY, overrides).model_dump(by_alias=True)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
 
 

@@ -48,3 +48,9 @@ def test_every_imported_module_is_a_stage_dep(stage):
     assert not missing, f"dvc.yaml stage {stage!r} misses deps: {missing}"
     stale = sorted(d for d in deps if d.startswith("src/") and d not in needed)
     assert not stale, f"dvc.yaml stage {stage!r} lists modules it does not import: {stale}"
+
+
+@pytest.mark.parametrize("module", ["predict", "serve", "export", "drift", "evaluate", "gate", "scoring", "validate"])
+def test_product_and_evaluation_code_never_imports_the_training_code(module):
+    """Scoring lives in scoring.py; only `train` and `baselines` (which trains) reach train.py."""
+    assert not {"train", "gan", "distributed"} & package_imports(module), module

@@ -136,9 +136,9 @@ def test_gate_scores_champion_and_challenger_on_the_same_images(prepared, tmp_pa
 
 def test_gate_refuses_nan_and_missing_metrics():
     from deepfake_detector.gate import decide
-    from deepfake_detector.params import GateParams
+    from deepfake_detector.params import load_params
 
-    g = GateParams()
+    g = load_params(REPO / "params.yaml").flows.gate
     ok = {"value": 0.9, "f1": 0.8, "n_test": 10}
     assert decide(g, {"value": float("nan"), "f1": 0.5, "n_test": 10}, ok, None)[0] is False
     assert decide(g, {"f1": 0.5, "n_test": 10}, ok, None)[0] is False  # missing metric
@@ -181,13 +181,27 @@ def test_monitor_flags_a_drifted_landing_batch(repro_project):
     assert (repro_project / result["report"]).is_file()
 
 
-def test_pipeline_flow_records_stage_metrics(repro_project):
-    from flows.pipeline import pipeline
+def test_pipeline_flow_takes_stages_from_dvc_yaml_and_skipped_from_dvc_status(repro_project):
+    from flows.pipeline import pipeline, stage_order
 
-    results = pipeline(str(repro_project), stages=["validate", "split"])
-    assert [r["stage"] for r in results] == ["validate", "split"]
+    assert stage_order(repro_project) == list(yaml.safe_load((repro_project / "dvc.yaml").read_text())["stages"])
+    results = pipeline(str(repro_project), stages=["split", "validate"])
+    assert [r["stage"] for r in results] == ["validate", "split"]  # DVC's order, not the caller's
     assert all(r["skipped"] for r in results)  # nothing changed since the last repro
     assert results[0]["metrics"]["reports/validation/metrics.json"]["total"] == 80
+    with pytest.raises(ValueError, match="not stages"):
+        pipeline(str(repro_project), stages=["no-such-stage"])
+
+    params = (repro_project / "params.yaml").read_text()
+    try:  # a params change makes `split` stale in DVC's status: it runs, and says so
+        p = yaml.safe_load(params)
+        p["split"]["group_distance"] = p["split"]["group_distance"] + 1
+        (repro_project / "params.yaml").write_text(yaml.safe_dump(p))
+        (split,) = pipeline(str(repro_project), stages=["split"])
+        assert split["skipped"] is False
+    finally:
+        (repro_project / "params.yaml").write_text(params)
+        run(["dvc", "repro", "-q", "--single-item", "split"], repro_project)
 
 
 def _free_port() -> int:

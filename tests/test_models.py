@@ -51,12 +51,24 @@ def test_se_gate_rescales_channels_only():
 
 
 def test_generator_makes_images_in_unit_range():
-    gen = Generator(latent_dim=16, width=8, image_size=64)
+    gen = Generator(latent_dim=16, generator_width=8, generator_size=64)
     out = gen(torch.randn(5, 16))
     assert out.shape == (5, 3, 64, 64)
     assert out.min() >= 0 and out.max() <= 1
     with pytest.raises(ValueError, match="4 \\* 2\\^k"):
-        Generator(image_size=48)
+        Generator(generator_size=48)
+
+
+def test_generator_checkpoint_keys_are_the_param_names_and_old_files_still_load(tmp_path):
+    from deepfake_detector.checkpoint import load_generator
+
+    gen = Generator(latent_dim=16, generator_width=8, generator_size=32)
+    state = {k: v.clone() for k, v in gen.state_dict().items()}
+    for name, config in {"new": {"latent_dim": 16, "generator_width": 8, "generator_size": 32},
+                         "old": {"latent_dim": 16, "width": 8, "image_size": 32}}.items():
+        torch.save({"config": config, "state_dict": state}, tmp_path / f"{name}.pt")
+        loaded = load_generator(tmp_path / f"{name}.pt")
+        assert all(torch.equal(loaded.state_dict()[k], v) for k, v in state.items()), name
 
 
 def test_weighted_bce_weights_each_class():

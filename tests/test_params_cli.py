@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 from typer.testing import CliRunner
+
+from conftest import REPO
 
 from deepfake_detector.cli import app
 from deepfake_detector.importer import ImportLayoutError, import_dataset
@@ -54,8 +57,16 @@ def test_a_profile_is_applied_in_place_keeping_comments(tmp_path):
     (": : :\n", "not valid YAML"),
 ])
 def test_bad_params_name_the_key(tmp_path, text, needle):
+    """One bad value in an otherwise complete params file."""
+    from deepfake_detector.params import merge
+
     path = tmp_path / "params.yaml"
-    path.write_text(text)
+    try:
+        bad = yaml.safe_load(text)
+    except yaml.YAMLError:
+        bad = None
+    path.write_text(yaml.safe_dump(merge(yaml.safe_load((REPO / "params.yaml").read_text()), bad))
+                    if isinstance(bad, dict) else text)
     with pytest.raises(ParamsError, match=needle.replace(".", r"\.")):
         load_params(path)
     result = CliRunner().invoke(app, ["split", "a", "b", "c", "--params", str(path)])
@@ -101,3 +112,15 @@ def test_demo_data_is_deterministic(tmp_path):
     make_demo(tmp_path / "b", per_class=3, seed=0)
     for f in sorted((tmp_path / "a").rglob("*.jpg")):
         assert f.read_bytes() == (tmp_path / "b" / f.relative_to(tmp_path / "a")).read_bytes()
+
+
+def test_a_missing_key_is_an_error_that_names_it(tmp_path):
+    """Values live only in params.yaml: the schema has no defaults to fall back on."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    del raw["train"]["augment"]["jpeg_prob"]
+    del raw["flows"]["retrain_cron"]
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ParamsError, match=r"train\.augment\.jpeg_prob: Field required") as err:
+        load_params(path)
+    assert "flows.retrain_cron: Field required" in str(err.value)

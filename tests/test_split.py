@@ -39,7 +39,7 @@ def test_split_stage_writes_csvs_and_metrics(tmp_path):
     clean = tmp_path / "clean"
     clean.mkdir()
     _manifest(20).to_csv(clean / "manifest.csv", index=False)
-    metrics = split(clean, tmp_path / "splits", tmp_path / "reports", SplitParams(val=0.25, test=0.25), seed=0)
+    metrics = split(clean, tmp_path / "splits", tmp_path / "reports", SplitParams(val=0.25, test=0.25, group_distance=6), seed=0)
     assert sum(metrics[s]["total"] for s in ("train", "val", "test")) == 40
     assert metrics["test"]["real"] == metrics["test"]["fake"] == 5
     assert (tmp_path / "splits/root.txt").read_text().strip() == "../clean"

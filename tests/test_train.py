@@ -85,7 +85,20 @@ def test_training_writes_the_artifacts_and_reports(prepared):
     model, info = load_detector(prepared / "model")
     assert 0 < info["threshold"] < 1 and info["image_size"] == 32
     assert (prepared / "model/generator.pt").is_file()
+    p = load_params(prepared / "params.yaml").model
+    config = torch.load(prepared / "model/generator.pt", weights_only=True)["config"]
+    assert config == {"latent_dim": p.latent_dim, "generator_width": p.generator_width,
+                      "generator_size": p.generator_size}
     assert (prepared / "reports/train/samples.png").stat().st_size > 0
+    from deepfake_detector.splits_io import split_version  # the data version is that of the splits trained on
+
+    assert card["data_version"] == {"train_val_sha256": split_version(prepared / "splits")}
+    train_csv = (prepared / "splits/train.csv").read_text().splitlines()
+    other = prepared.parent / "other_splits"
+    other.mkdir(exist_ok=True)
+    (other / "train.csv").write_text("\n".join(train_csv[:-1]) + "\n")  # one image fewer
+    (other / "val.csv").write_text((prepared / "splits/val.csv").read_text())
+    assert split_version(other) != card["data_version"]["train_val_sha256"]
     metrics = json.loads((prepared / "reports/train/metrics.json").read_text())
     assert "d_loss" in metrics["train"] and "roc_auc" in metrics["best"]
     assert (prepared / "reports/train/plots/metrics/val/roc_auc.tsv").is_file()

@@ -13,11 +13,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from conftest import REPO
 from deepfake_detector.images import DataLayoutError
-from deepfake_detector.params import ValidateParams
+from deepfake_detector.params import load_params
 from deepfake_detector.validate import validate
 
-P = ValidateParams(min_size=32, max_pixels=4_000_000)
+P = load_params(REPO / "params.yaml").validate_.model_copy(update={"min_size": 32, "max_pixels": 4_000_000})
 
 
 def _photo(seed: int, size: int = 64, mode: str = "RGB") -> Image.Image:
@@ -127,7 +128,7 @@ def test_every_file_lands_in_its_bucket_and_raw_data_is_untouched(corpus, tmp_pa
 
 def test_grayscale_can_be_allowed(corpus, tmp_path):
     root, _ = corpus
-    p = ValidateParams(min_size=32, max_pixels=4_000_000, allow_grayscale=True)
+    p = P.model_copy(update={"allow_grayscale": True})
     validate(root, tmp_path / "clean", tmp_path / "reports", p, progress=False)
     assert "real/gray.png" in set(pd.read_csv(tmp_path / "clean/manifest.csv")["path"])
 

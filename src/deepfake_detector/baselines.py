@@ -16,8 +16,8 @@ import json
 from pathlib import Path
 
 from .metrics import binary_metrics, choose_threshold
-from .params import Params
-from .scorers import SPECTRUM_BINS, SpectrumScorer, spectrum_features
+from .params import Params, merge
+from .scoring import SPECTRUM_LR_BINS, SpectrumScorer, spectrum_features
 from .splits_io import read_split
 from .tensorcache import decode_all
 
@@ -36,10 +36,8 @@ def cnn_baselines(p: Params) -> dict[str, dict]:
 
 
 def _override(p: Params, patch: dict) -> Params:
-    raw = p.model_dump(by_alias=True)
-    for section, values in patch.items():
-        raw[section] = {**raw[section], **values}
-    return Params.model_validate(raw)
+    """p with a baseline's patch deep-merged (params.merge, as load_params applies overrides)."""
+    return Params.model_validate(merge(p.model_dump(by_alias=True), patch))
 
 
 def train_spectrum_lr(splits_dir: Path, out_dir: Path, size: int, seed: int) -> dict[str, float]:
@@ -57,7 +55,7 @@ def train_spectrum_lr(splits_dir: Path, out_dir: Path, size: int, seed: int) -> 
     thr = choose_threshold(yva, pva)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / SpectrumScorer.FILE).write_text(json.dumps({
-        "image_size": size, "threshold": thr, "bins": SPECTRUM_BINS,
+        "image_size": size, "threshold": thr, "bins": SPECTRUM_LR_BINS,
         "mean": scaler.mean_.tolist(), "scale": scaler.scale_.tolist(),
         "coef": lr.coef_[0].tolist(), "intercept": float(lr.intercept_[0]),
     }, indent=1))

@@ -66,8 +66,9 @@ def load_detector(model_dir_or_file: str | Path, device: str = "cpu") -> tuple[n
 
 def load_generator(path: str | Path) -> Generator:
     ckpt = safe_load(path)
+    legacy = {"width": "generator_width", "image_size": "generator_size"}  # generator.pt before 2026-11-27
     try:
-        gen = Generator(**ckpt["config"])
+        gen = Generator(**{legacy.get(k, k): v for k, v in ckpt["config"].items()})
         gen.load_state_dict(ckpt["state_dict"])
     except (RuntimeError, TypeError, KeyError) as exc:
         raise CheckpointError(f"{path}: not a dfd generator checkpoint: {str(exc)[:300]}") from None

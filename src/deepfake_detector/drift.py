@@ -72,19 +72,6 @@ def file_features(paths: list[str], progress: bool = False, model_size: int | No
     return frame, (torch.stack(thumbs) if thumbs else torch.zeros(0, 3, size, size, dtype=torch.uint8)), bad
 
 
-@torch.no_grad()
-def embed(model: torch.nn.Module, size: int, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """(pre-logit embeddings (N, D), fake probabilities (N,)) from the trained detector (D: 512 or 1280)."""
-    from .augment import to_input
-
-    embs, probs = [], []
-    for i in range(0, len(images), 128):
-        feats = model.forward_features(to_input(images[i:i + 128], size))
-        embs.append(model.forward_head(feats, pre_logits=True))
-        probs.append(torch.sigmoid(model.forward_head(feats)))
-    return torch.cat(embs).numpy(), torch.cat(probs).numpy()
-
-
 def drift(reference: str | Path, current: str | Path, out_dir: str | Path, model_dir: str | Path | None = None,
           drift_share: float = 0.25, embedding_dims: int = 32, progress: bool = True) -> dict:
     """Compare current to reference; write OUT/report.html and OUT/metrics.json; return the metrics."""
@@ -96,12 +83,12 @@ def drift(reference: str | Path, current: str | Path, out_dir: str | Path, model
     ref_paths, cur_paths = list_images(reference), list_images(current)
     if not cur_paths:
         raise ValueError(f"current set is empty: {current}")
-    model, model_size = None, None
+    scorer, model_size = None, None
     if model_dir is not None:
-        from .checkpoint import load_detector
+        from .scoring import TorchScorer
 
-        model, info = load_detector(model_dir)
-        model_size = int(info["image_size"])
+        scorer = TorchScorer(model_dir)
+        model_size = scorer.image_size
     ref, ref_img, ref_bad = file_features(ref_paths, progress, model_size)
     cur, cur_img, cur_bad = file_features(cur_paths, progress, model_size)
     if len(cur) < 2 or len(ref) < 2:
@@ -110,8 +97,8 @@ def drift(reference: str | Path, current: str | Path, out_dir: str | Path, model
     columns = list(STAT_COLUMNS)
     embeddings: dict[str, list[str]] = {}
     if model_dir is not None:
-        e_ref, p_ref = embed(model, model_size, ref_img)
-        e_cur, p_cur = embed(model, model_size, cur_img)
+        e_ref, p_ref = scorer.embed(ref_img)
+        e_cur, p_cur = scorer.embed(cur_img)
         pca = PCA(n_components=min(embedding_dims, len(ref) - 1, e_ref.shape[1]), random_state=0).fit(e_ref)
         names = [f"emb_{i}" for i in range(pca.n_components_)]
         ref[names], cur[names] = pca.transform(e_ref), pca.transform(e_cur)

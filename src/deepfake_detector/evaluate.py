@@ -21,7 +21,7 @@ import pandas as pd
 from PIL import Image, ImageFilter
 
 from .metrics import CI_METRICS, binary_metrics, bootstrap_ci, bootstrap_indices
-from .scorers import Scorer, load_scorer
+from .scoring import Scorer, load_scorer
 from .splits_io import read_folder, read_split
 from .tensorcache import decode_all
 

@@ -82,7 +82,7 @@ def compare(challenger_dir: str | Path, champion_dir: str | Path | None, splits_
             seed: int = 0, champion_error: str | None = None) -> dict:
     """Score both models on splits_dir/test.csv; return the JSON-ready gate record."""
     from .evaluate import score_frame
-    from .scorers import load_scorer
+    from .scoring import load_scorer
     from .splits_io import read_split
 
     test_csv = Path(splits_dir) / "test.csv"

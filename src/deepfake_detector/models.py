@@ -156,11 +156,13 @@ class HybridDetector(DetectorBase):
 class Generator(nn.Module):
     """DCGAN generator: (B, latent_dim) noise -> (B, 3, size, size) in [0, 1]."""
 
-    def __init__(self, latent_dim: int = 100, width: int = 64, image_size: int = 64) -> None:
+    def __init__(self, latent_dim: int = 100, generator_width: int = 64, generator_size: int = 64) -> None:
+        """Argument names = the model.* params (and the keys of generator.pt's config)."""
         super().__init__()
+        width, image_size = generator_width, generator_size
         n_up = int(math.log2(image_size // 4))
         if 4 * 2**n_up != image_size:
-            raise ValueError(f"generator needs image_size = 4 * 2^k, got {image_size}")
+            raise ValueError(f"generator needs generator_size = 4 * 2^k, got {image_size}")
         self.latent_dim = latent_dim
         ch = width * 2 ** (n_up - 1)
         layers: list[nn.Module] = [nn.ConvTranspose2d(latent_dim, ch, 4, 1, 0, bias=False),

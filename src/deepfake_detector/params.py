@@ -14,41 +14,44 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 
 class _Strict(BaseModel):
+    """Every field is required: values live only in params.yaml (a missing key is an error naming it);
+    the schema holds types, bounds and what each setting means."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class LabelIssueParams(_Strict):
-    remove: bool = False
-    features: Literal["embeddings", "cheap"] = "embeddings"  # frozen pretrained embeddings | colour/spectrum stats
-    c: float = Field(0.05, gt=0)  # inverse L2 strength of the out-of-fold logistic regression on embeddings
-    folds: int = Field(5, ge=2)
-    min_self_confidence: float = Field(0.1, ge=0, le=1)
+    remove: bool
+    features: Literal["embeddings", "cheap"]  # frozen pretrained embeddings | colour/spectrum stats
+    c: float = Field(gt=0)  # inverse L2 strength of the out-of-fold logistic regression on embeddings
+    folds: int = Field(ge=2)
+    min_self_confidence: float = Field(ge=0, le=1)
 
 
 class ValidateParams(_Strict):
-    min_size: int = Field(32, ge=1)
-    max_pixels: int = Field(40_000_000, ge=1)
-    allow_grayscale: bool = False
-    near_duplicate_distance: int = Field(4, ge=-1, le=32)  # -1: exact bytes only
-    label_issue: LabelIssueParams = LabelIssueParams()
+    min_size: int = Field(ge=1)
+    max_pixels: int = Field(ge=1)
+    allow_grayscale: bool
+    near_duplicate_distance: int = Field(ge=-1, le=32)  # -1: exact bytes only
+    label_issue: LabelIssueParams
 
 
 class SplitParams(_Strict):
-    val: float = Field(0.15, ge=0, lt=1)
-    test: float = Field(0.15, ge=0, lt=1)
-    group_distance: int = Field(6, ge=0, le=32)
+    val: float = Field(ge=0, lt=1)
+    test: float = Field(ge=0, lt=1)
+    group_distance: int = Field(ge=0, le=32)
 
 
 class ModelParams(_Strict):
-    backbone: Literal["se_resnet34", "efficientnet_lite0"] = "efficientnet_lite0"
-    pretrained: str | None = "imagenet"  # imagenet | a local state-dict path | null (from scratch)
-    stem: Literal["imagenet", "small", "cifar"] = "imagenet"  # se_resnet34 only
-    se_reduction: int = Field(16, ge=0)  # 0: no attention (plain backbone baseline)
-    extra_convs: int = Field(2, ge=0)
-    dropout: float = Field(0.3, ge=0, lt=1)
-    latent_dim: int = Field(100, ge=1)
-    generator_width: int = Field(64, ge=8)
-    generator_size: int = Field(64, ge=8)  # G makes faces at this size; upsampled to train.image_size
+    backbone: Literal["se_resnet34", "efficientnet_lite0"]
+    pretrained: str | None  # imagenet | a local state-dict path | null (from scratch)
+    stem: Literal["imagenet", "small", "cifar"]  # se_resnet34 only
+    se_reduction: int = Field(ge=0)  # 0: no attention (plain backbone baseline)
+    extra_convs: int = Field(ge=0)
+    dropout: float = Field(ge=0, lt=1)
+    latent_dim: int = Field(ge=1)
+    generator_width: int = Field(ge=8)
+    generator_size: int = Field(ge=8)  # G makes faces at this size; upsampled to train.image_size
 
     def detector_config(self) -> dict:
         """The architecture part, as stored in every checkpoint and rebuilt by models.build_detector."""
@@ -58,69 +61,69 @@ class ModelParams(_Strict):
 
 
 class AugmentParams(_Strict):
-    scale_min: float = Field(0.7, gt=0, le=1)
-    rotation: float = Field(10, ge=0, le=180)
-    flip: bool = True
-    jpeg_prob: float = Field(0.3, ge=0, le=1)
-    jpeg_quality: tuple[int, int] = (40, 95)
-    blur_prob: float = Field(0.2, ge=0, le=1)
-    blur_sigma: tuple[float, float] = (0.1, 3.0)  # Gaussian sigma range, in px at 224 px (scaled to image_size)
-    resize_prob: float = Field(0.2, ge=0, le=1)
-    noise_prob: float = Field(0.1, ge=0, le=1)
+    scale_min: float = Field(gt=0, le=1)
+    rotation: float = Field(ge=0, le=180)
+    flip: bool
+    jpeg_prob: float = Field(ge=0, le=1)
+    jpeg_quality: tuple[int, int]
+    blur_prob: float = Field(ge=0, le=1)
+    blur_sigma: tuple[float, float]  # Gaussian sigma range, in px at 224 px (scaled to image_size)
+    resize_prob: float = Field(ge=0, le=1)
+    noise_prob: float = Field(ge=0, le=1)
 
 
 class TrainParams(_Strict):
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    image_size: int = Field(64, ge=16)
-    epochs: int = Field(4, ge=1)
-    batch_size: int = Field(16, ge=2)
-    lr: float = Field(1e-3, gt=0)  # new layers (SE gates, extra convs, head), and all layers from scratch
-    lr_backbone: float = Field(1e-4, gt=0)  # pretrained layers
-    warmup_epochs: float = Field(0.5, ge=0)  # linear warmup, then cosine decay (per step)
-    freeze_blocks: int = Field(0, ge=0)  # stem + first N backbone blocks frozen (weights and BN stats)
-    freeze_bn: bool = True  # pretrained backbone's BN keeps its ImageNet running stats (train == eval behaviour)
-    lr_generator: float = Field(2e-4, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
-    gan_weight: float = Field(0.3, ge=0)
-    class_weights: Literal["auto"] | tuple[float, float] = "auto"
-    patience: int = Field(5, ge=1)
-    select_metric: Literal["roc_auc", "f1", "accuracy", "average_precision"] = "roc_auc"
-    threads: int = Field(0, ge=0)
-    cache_ram_gb: float = Field(8.0, gt=0)  # decoded training images above this go to shard files on disk
-    ddp_backend: Literal["auto", "nccl", "gloo"] = "auto"  # under torchrun: auto = nccl on CUDA, gloo on CPU
-    sync_bn: bool = False  # under torchrun on CUDA: SyncBatchNorm instead of per-rank batch statistics
-    augment: AugmentParams = AugmentParams()
+    device: Literal["auto", "cpu", "cuda"]
+    image_size: int = Field(ge=16)
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=2)
+    lr: float = Field(gt=0)  # new layers (SE gates, extra convs, head), and all layers from scratch
+    lr_backbone: float = Field(gt=0)  # pretrained layers
+    warmup_epochs: float = Field(ge=0)  # linear warmup, then cosine decay (per step)
+    freeze_blocks: int = Field(ge=0)  # stem + first N backbone blocks frozen (weights and BN stats)
+    freeze_bn: bool  # pretrained backbone's BN keeps its ImageNet running stats (train == eval behaviour)
+    lr_generator: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    gan_weight: float = Field(ge=0)
+    class_weights: Literal["auto"] | tuple[float, float]
+    patience: int = Field(ge=1)
+    select_metric: Literal["roc_auc", "f1", "accuracy", "average_precision"]
+    threads: int = Field(ge=0)
+    cache_ram_gb: float = Field(gt=0)  # decoded training images above this go to shard files on disk
+    ddp_backend: Literal["auto", "nccl", "gloo"]  # under torchrun: auto = nccl on CUDA, gloo on CPU
+    sync_bn: bool  # under torchrun on CUDA: SyncBatchNorm instead of per-rank batch statistics
+    augment: AugmentParams
 
 
 class DriftParams(_Strict):
-    drift_share: float = Field(0.25, gt=0, le=1)
-    embedding_dims: int = Field(32, ge=1, le=512)
+    drift_share: float = Field(gt=0, le=1)
+    embedding_dims: int = Field(ge=1, le=512)
 
 
 class GateParams(_Strict):
-    metric: Literal["roc_auc", "f1", "accuracy", "average_precision"] = "roc_auc"
-    max_drop: float = Field(0.01, ge=0)  # new model may be at most this much worse than the accepted one
-    max_f1_drop: float = Field(0.05, ge=0)
+    metric: Literal["roc_auc", "f1", "accuracy", "average_precision"]
+    max_drop: float = Field(ge=0)  # new model may be at most this much worse than the accepted one
+    max_f1_drop: float = Field(ge=0)
 
 
 class FlowParams(_Strict):
-    landing: str = "landing"          # new labelled images arrive here: landing/real, landing/fake
-    quarantine: str = "quarantine"    # rejected landed files are moved here, with the reasons
-    archive: str = "archive"          # merged landed files are moved here
-    remote: str = "../dfd-remote"     # DVC remote when none is configured (a directory or s3://...)
-    retrain_cron: str = "0 3 * * 1"
-    monitor_cron: str = "0 6 * * *"
-    gate: GateParams = GateParams()
+    landing: str  # new labelled images arrive here: landing/real, landing/fake
+    quarantine: str  # rejected landed files are moved here, with the reasons
+    archive: str  # merged landed files are moved here
+    remote: str  # DVC remote when none is configured (a directory or s3://...)
+    retrain_cron: str
+    monitor_cron: str
+    gate: GateParams
 
 
 class Params(_Strict):
-    seed: int = 42
-    validate_: ValidateParams = Field(ValidateParams(), alias="validate")
-    split: SplitParams = SplitParams()
-    model: ModelParams = ModelParams()
-    train: TrainParams = TrainParams()
-    drift: DriftParams = DriftParams()
-    flows: FlowParams = FlowParams()
+    seed: int
+    validate_: ValidateParams = Field(alias="validate")
+    split: SplitParams
+    model: ModelParams
+    train: TrainParams
+    drift: DriftParams
+    flows: FlowParams
 
     @model_validator(mode="after")
     def _sizes_fit_the_networks(self) -> "Params":

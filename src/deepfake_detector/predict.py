@@ -39,23 +39,6 @@ def expand(inputs: list[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-class OnnxScorer:
-    """The exported detector through ONNX Runtime (CPU)."""
-
-    def __init__(self, onnx_path: str | Path, image_size: int, threshold: float) -> None:
-        import onnxruntime as ort
-
-        self.session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-        self.image_size, self.threshold = image_size, threshold
-
-    def predict(self, images: torch.Tensor) -> np.ndarray:
-        from .augment import to_input
-
-        x = to_input(images, self.image_size).numpy()
-        logits = self.session.run(None, {"image": x})[0]
-        return 1 / (1 + np.exp(-logits))
-
-
 @functools.lru_cache(maxsize=1)
 def _face_cascade():
     import cv2  # OpenCV's bundled Haar cascade: works offline, no model download
@@ -115,11 +98,11 @@ def predict(inputs: list[str], model_dir: str | Path, band: float = 0.1, explain
             runtime: str = "torch", onnx_path: str | Path | None = None, crop_faces: bool = False,
             progress: bool = True) -> list[dict[str, Any]]:
     from .augment import to_input
-    from .checkpoint import load_detector
+    from .scoring import OnnxScorer, TorchScorer, verdict
 
-    model, info = load_detector(model_dir)
-    size, thr = int(info["image_size"]), float(info["threshold"])
-    onnx = OnnxScorer(onnx_path or Path(model_dir) / "detector.onnx", size, thr) if runtime == "onnx" else None
+    torch_scorer = TorchScorer(model_dir) if runtime == "torch" or explain_dir is not None else None
+    scorer = OnnxScorer(model_dir, onnx_path) if runtime == "onnx" else torch_scorer
+    size, thr = scorer.image_size, scorer.threshold
     if explain_dir is not None:
         Path(explain_dir).mkdir(parents=True, exist_ok=True)
     results = []
@@ -134,17 +117,12 @@ def predict(inputs: list[str], model_dir: str | Path, band: float = 0.1, explain
         if box is not None:
             img = img.crop(box)
         arr = to_tensor(img, size)[None]
-        if onnx is not None:
-            prob = float(onnx.predict(arr)[0])
-        else:
-            with torch.no_grad():
-                prob = float(torch.sigmoid(model(to_input(arr, size)))[0])
-        row = {"path": path, "fake_probability": round(prob, 6), "label": "fake" if prob >= thr else "real",
-               "uncertain": abs(prob - thr) < band, "threshold": thr}
+        prob = float(scorer.predict(arr)[0])
+        row = {"path": path, "fake_probability": round(prob, 6), **verdict(prob, thr, band), "threshold": thr}
         if crop_faces:  # no face found: the whole image was scored, and the row says so
             row["crop_box"] = list(box) if box is not None else None
         if explain_dir is not None:
-            heat = grad_cam(model, to_input(arr, size))[0].numpy()
+            heat = grad_cam(torch_scorer.model, to_input(arr, size))[0].numpy()
             tag = hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:8]  # a/x.jpg != b/x.jpg
             out = Path(explain_dir) / f"{Path(path).stem}_{tag}_gradcam.png"
             overlay(img, heat).save(out)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .augment import to_input
-from .scorers import JsonLogisticScorer
+from .scoring import JsonLogisticScorer
 
 TAPS = (3, 8, 15)  # last MBConv block of stages 3 (40 ch), 5 (112 ch) and 7 (320 ch)
 N_FEATURES = 40 + 112 + 320 + 1280

@@ -15,7 +15,6 @@ import json
 import threading
 from pathlib import Path
 
-import torch
 from fastapi import FastAPI, File, UploadFile
 from fastapi.responses import JSONResponse
 from PIL import Image
@@ -35,12 +34,11 @@ def create_app(model_dir: str | Path, max_bytes: int = 10 * 2**20, band: float =
                max_pixels: int = 40_000_000):
     from starlette.concurrency import run_in_threadpool
 
-    from .augment import to_input
-    from .checkpoint import load_detector
     from .images import to_rgb, to_tensor
+    from .scoring import TorchScorer, verdict
 
-    model, info = load_detector(model_dir)
-    size, thr = int(info["image_size"]), float(info["threshold"])
+    scorer = TorchScorer(model_dir)
+    size, thr = scorer.image_size, scorer.threshold
     card_path = Path(model_dir) / "model_card.json"
     card = json.loads(card_path.read_text()) if card_path.is_file() else {}
     lock = threading.Lock()  # one forward at a time: torch already uses every core
@@ -70,10 +68,10 @@ def create_app(model_dir: str | Path, max_bytes: int = 10 * 2**20, band: float =
         except Exception as exc:  # noqa: BLE001 - corrupt upload
             return error(400, f"corrupt {kind} image: {type(exc).__name__}: {exc}")
         arr = to_tensor(rgb, size)[None]
-        with lock, torch.no_grad():
-            prob = float(torch.sigmoid(model(to_input(arr, size)))[0])
-        return {"detected_type": kind, "fake_probability": round(prob, 6), "label": "fake" if prob >= thr else "real",
-                "uncertain": abs(prob - thr) < band, "threshold": thr}
+        with lock:
+            prob = float(scorer.predict(arr)[0])
+        return {"detected_type": kind, "fake_probability": round(prob, 6), **verdict(prob, thr, band),
+                "threshold": thr}
 
     @app.post("/predict")
     async def predict(file: UploadFile = File(...)):

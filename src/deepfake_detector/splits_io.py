@@ -25,6 +25,20 @@ def read_split(splits_dir: str | Path, name: str) -> pd.DataFrame:
     return frame
 
 
+def split_version(splits_dir: str | Path, names: tuple[str, ...] = ("train", "val")) -> str:
+    """sha256 of the (split, path, label, sha256) rows of these splits: the version of the data a model
+    was trained on (the same files in the same splits give the same version, wherever they live)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in names:
+        frame = pd.read_csv(Path(splits_dir) / f"{name}.csv", dtype=str)
+        cols = [c for c in ("path", "label", "sha256") if c in frame]
+        for row in sorted(frame[cols].itertuples(index=False, name=None)):
+            h.update(("\t".join([name, *map(str, row)]) + "\n").encode())
+    return h.hexdigest()
+
+
 def read_folder(folder: str | Path) -> pd.DataFrame:
     """A labelled folder (real/, fake/) as a split-like frame; unlabelled files get label ''."""
     from .images import iter_labelled_files, source_of

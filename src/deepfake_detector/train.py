@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .augment import augment, jpeg_cpu, to_input
+from .augment import augment, jpeg_cpu
 from .checkpoint import safe_load, save_detector
 from .gan import GanStep
 from .distributed import Dist, barrier, pick_device, rank0_decides, setup, shard, teardown, wrap
@@ -32,10 +32,11 @@ from .metrics import binary_metrics, choose_threshold
 from .models import (Generator, WeightedBCELoss, backbone_batchnorms, build_detector, class_weights_from_counts,
                      freeze_early, keep_frozen_eval)
 from .params import Params
-from .splits_io import read_split
+from .scoring import predict_proba
+from .splits_io import read_split, split_version
 from .tensorcache import decode_all
 
-__all__ = ["Trainer", "pick_device", "predict_proba", "train"]
+__all__ = ["Trainer", "pick_device", "train"]
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int):
@@ -56,19 +57,6 @@ class TrainState:
     bad_epochs: int = 0
     stopped_early: bool = False
     history: list[dict[str, float]] = field(default_factory=list)
-
-
-@torch.no_grad()
-def predict_proba(model: torch.nn.Module, images: torch.Tensor, size: int, device: torch.device,
-                  batch_size: int = 128) -> np.ndarray:
-    """Fake probability for a uint8 (N, 3, H, W) tensor."""
-    model.eval()
-    out = []
-    for i in range(0, len(images), batch_size):
-        x = to_input(images[i:i + batch_size], size).to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out.append(torch.sigmoid(model(x).float()).cpu())
-    return torch.cat(out).numpy() if out else np.zeros(0)
 
 
 class Trainer:
@@ -200,8 +188,8 @@ class Trainer:
         save_detector(self.model_dir / "detector.pt", self.D, self.t.image_size, threshold,
                       {"val_metrics": metrics, "epoch": self.state.epoch})
         m = self.p.model
-        torch.save({"config": {"latent_dim": m.latent_dim, "width": m.generator_width,
-                               "image_size": m.generator_size},
+        torch.save({"config": {"latent_dim": m.latent_dim, "generator_width": m.generator_width,
+                               "generator_size": m.generator_size},
                     "state_dict": {k: v.cpu() for k, v in self.G.state_dict().items()}},
                    self.model_dir / "generator.pt")
 
@@ -258,18 +246,6 @@ class Trainer:
         tqdm.write(f"epoch {epoch + 1}: d_loss {stats['d_loss']:.4f} g_loss {stats['g_loss']:.4f} "
                    f"val_auc {metrics['roc_auc']:.4f} val_acc {metrics['accuracy']:.4f} "
                    f"({self.timings[-1]['images_per_s']:.0f} img/s)")
-
-
-def _data_version() -> str | None:
-    """md5 of data/ from data.dvc in the current project, if any."""
-    import yaml
-
-    for parent in [Path.cwd(), *Path.cwd().parents]:
-        dvc_file = parent / "data.dvc"
-        if dvc_file.is_file():
-            outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs") or [{}]
-            return outs[0].get("md5")
-    return None
 
 
 def _digest(*modules: torch.nn.Module) -> str:
@@ -356,7 +332,8 @@ def train(splits_dir: str | Path, model_dir: str | Path, report_dir: str | Path,
     name = f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""
     card = {
         "model": f"hybrid {p.model.backbone} GAN discriminator", "positive_class": "fake",
-        "data_version_md5": _data_version(), "params": p.model_dump(by_alias=True),
+        "data_version": {"train_val_sha256": split_version(splits_dir)},  # what this model was trained on
+        "params": p.model_dump(by_alias=True),
         "class_weights": trainer.class_weights, "best_epoch": state.best_epoch,
         "epochs_run": state.epoch + 1, "stopped_early": state.stopped_early,
         "val_metrics": {k[4:]: v for k, v in best.items() if k.startswith("val_")},

@@ -1,0 +1,161 @@
+"""The one way to score images: fake probabilities, embeddings and the verdict, torch or ONNX Runtime.
+
+    scorer = load_scorer("artifacts/model")                    # detector.pt -> TorchScorer
+    scorer = load_scorer("artifacts/model", runtime="onnx")    # detector.onnx -> OnnxScorer
+    scorer = load_scorer("artifacts/baselines/spectrum_lr")    # spectrum.json -> SpectrumScorer
+    probs = scorer.predict(images_uint8)                       # (N,) in [0, 1]
+    emb, probs = scorer.embed(images_uint8)                    # (N, D) pre-logit embeddings (torch)
+    verdict(prob, scorer.threshold, band=0.1)                  # {"label": "fake", "uncertain": False}
+
+Used by evaluate, predict, serve, drift, the gate and the training loop's validation
+(`predict_proba` on a model in training). Nothing here imports the training code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from .augment import to_input
+from .features import radial_spectrum
+
+SPECTRUM_LR_BINS = 32  # the spectrum baseline's bands (features.SPECTRUM_BINS = 12 is the label-issue vector's)
+
+
+class Scorer(Protocol):
+    name: str
+    image_size: int
+    threshold: float
+
+    def predict(self, images: torch.Tensor) -> np.ndarray: ...
+
+
+def verdict(prob: float, threshold: float, band: float) -> dict:
+    """Label from the model's stored threshold; "uncertain" within `band` of it."""
+    return {"label": "fake" if prob >= threshold else "real", "uncertain": abs(prob - threshold) < band}
+
+
+@torch.no_grad()
+def predict_proba(model: torch.nn.Module, images: torch.Tensor, size: int, device: torch.device,
+                  batch_size: int = 128) -> np.ndarray:
+    """Fake probability for a uint8 (N, 3, H, W) tensor (the model is put in eval mode)."""
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = to_input(images[i:i + batch_size], size).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out.append(torch.sigmoid(model(x).float()).cpu())
+    return torch.cat(out).numpy() if out else np.zeros(0)
+
+
+@torch.no_grad()
+def embed_proba(model: torch.nn.Module, images: torch.Tensor, size: int,
+                batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """(pre-logit embeddings (N, D), fake probabilities (N,)); D: 512 (ResNet34) or 1280 (Lite0)."""
+    model.eval()
+    embs, probs = [], []
+    for i in range(0, len(images), batch_size):
+        feats = model.forward_features(to_input(images[i:i + batch_size], size))
+        embs.append(model.forward_head(feats, pre_logits=True))
+        probs.append(torch.sigmoid(model.forward_head(feats)))
+    return (torch.cat(embs).numpy(), torch.cat(probs).numpy()) if embs else (np.zeros((0, 0)), np.zeros(0))
+
+
+class TorchScorer:
+    """detector.pt (architecture from its stored config); `.model` is there for Grad-CAM."""
+
+    def __init__(self, model_dir: str | Path, device: str = "cpu") -> None:
+        from .checkpoint import load_detector
+
+        self.model, self.info = load_detector(model_dir, device)
+        self.device = torch.device(device)
+        self.name = Path(model_dir).name
+        self.image_size = int(self.info["image_size"])
+        self.threshold = float(self.info["threshold"])
+
+    def predict(self, images: torch.Tensor) -> np.ndarray:
+        return predict_proba(self.model, images, self.image_size, self.device)
+
+    def embed(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        return embed_proba(self.model, images, self.image_size)
+
+
+class OnnxScorer:
+    """The exported detector (`dfd export --onnx`) through ONNX Runtime on CPU; logits only."""
+
+    def __init__(self, model_dir: str | Path, onnx_path: str | Path | None = None) -> None:
+        import onnxruntime as ort
+
+        from .checkpoint import safe_load
+
+        info = safe_load(Path(model_dir) / "detector.pt")  # threshold and input size travel with the weights
+        self.name = Path(model_dir).name
+        self.image_size, self.threshold = int(info["image_size"]), float(info["threshold"])
+        path = Path(onnx_path) if onnx_path else Path(model_dir) / "detector.onnx"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: run `dfd export {model_dir} --onnx` first")
+        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def predict(self, images: torch.Tensor) -> np.ndarray:
+        x = to_input(images, self.image_size).numpy()
+        logits = self.session.run(None, {"image": x})[0]
+        return 1 / (1 + np.exp(-logits))
+
+    def embed(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError("the ONNX export holds logits only: use the torch runtime for embeddings")
+
+
+def spectrum_features(images: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) uint8 -> (N, SPECTRUM_LR_BINS) radial log-power spectrum of the luminance."""
+    gray = images.float().numpy().transpose(0, 2, 3, 1) @ np.array([0.299, 0.587, 0.114], np.float32)
+    if not len(gray):
+        return np.zeros((0, SPECTRUM_LR_BINS))
+    return np.stack([radial_spectrum(g, SPECTRUM_LR_BINS) for g in gray])
+
+
+class JsonLogisticScorer:
+    """Features + standardisation + logistic regression, stored as JSON (no pickle). Subclasses say
+    which file and which features."""
+
+    FILE = ""
+
+    def __init__(self, model_dir: str | Path) -> None:
+        cfg = json.loads((Path(model_dir) / self.FILE).read_text())
+        self.name = Path(model_dir).name
+        self.image_size, self.threshold = int(cfg["image_size"]), float(cfg["threshold"])
+        self.mean, self.scale = np.array(cfg["mean"]), np.array(cfg["scale"])
+        self.coef, self.intercept = np.array(cfg["coef"]), float(cfg["intercept"])
+
+    def features(self, images: torch.Tensor) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, images: torch.Tensor) -> np.ndarray:
+        z = (self.features(images) - self.mean) / self.scale @ self.coef + self.intercept
+        return 1 / (1 + np.exp(-z))
+
+
+class SpectrumScorer(JsonLogisticScorer):
+    """FFT radial spectrum + standardisation + logistic regression."""
+
+    FILE = "spectrum.json"
+
+    def features(self, images: torch.Tensor) -> np.ndarray:
+        return spectrum_features(images)
+
+
+def load_scorer(model_dir: str | Path, device: str = "cpu", runtime: str = "torch") -> Scorer:
+    """The scorer a model folder holds: spectrum/probe baselines, or the detector (torch or onnx)."""
+    from .probe import ProbeScorer
+
+    model_dir = Path(model_dir)
+    if (model_dir / SpectrumScorer.FILE).is_file():
+        return SpectrumScorer(model_dir)
+    if (model_dir / ProbeScorer.FILE).is_file():
+        return ProbeScorer(model_dir)
+    if runtime == "onnx":
+        return OnnxScorer(model_dir)
+    return TorchScorer(model_dir, device)
