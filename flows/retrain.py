@@ -42,13 +42,21 @@ def model_and_splits(repo: str | Path) -> tuple[str, str]:
 
 @task
 def open_worktree(repo: str, branch: str) -> str:
+    """A git worktree on a new branch sharing the repo's DVC cache, with data/ checked out in full."""
     wt = Path(repo).parent / f".{Path(repo).name}-{branch.replace('/', '-')}"
+    cache_dir = sh(["dvc", "cache", "dir"], repo).strip()  # wherever the repo's cache really is
     sh(["git", "worktree", "add", "-q", "-b", branch, str(wt), "HEAD"], repo)
-    sh(["dvc", "config", "--local", "cache.dir", str(Path(repo) / ".dvc" / "cache")], wt)
-    sh(["dvc", "checkout", "--allow-missing", "-q"], wt)
-    cache = Path(stage_option(repo, "validate", "--cache")).parent  # validation + embedding caches (dvc.yaml)
-    if (Path(repo) / cache).is_dir():  # per-file validation results: only new files get decoded
-        shutil.copytree(Path(repo) / cache, wt / cache, dirs_exist_ok=True)
+    try:
+        sh(["dvc", "config", "--local", "cache.dir", cache_dir], wt)
+        sh(["dvc", "checkout", "--allow-missing", "-q"], wt)  # stage outputs may be absent (uncached)...
+        sh(["dvc", "checkout", "-q", "data.dvc"], wt)  # ...the raw data may not: never retrain on the new batch alone
+        cache = Path(stage_option(repo, "validate", "--cache")).parent  # validation + embedding caches (dvc.yaml)
+        if (Path(repo) / cache).is_dir():  # per-file validation results: only new files get decoded
+            shutil.copytree(Path(repo) / cache, wt / cache, dirs_exist_ok=True)
+    except FlowError:
+        sh(["git", "worktree", "remove", "--force", str(wt)], repo)
+        sh(["git", "branch", "-D", branch], repo)
+        raise
     return str(wt)
 
 

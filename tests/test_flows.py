@@ -256,3 +256,25 @@ def test_deployments_register_and_a_process_work_pool_worker_runs_one(repro_proj
         server.terminate()
         server.wait(timeout=30)
         run(["git", "checkout", "params.yaml"], repro_project)
+
+
+def test_retraining_refuses_to_start_when_the_raw_data_is_not_in_the_cache(repro_project, tmp_path):
+    """A worktree whose data/ cannot be checked out would retrain on the landed batch alone."""
+    from flows.common import FlowError
+    from flows.retrain import open_worktree
+
+    clone = tmp_path / "clone"  # git history, but an empty DVC cache
+    run(["git", "clone", "-q", str(repro_project), str(clone)], tmp_path)
+    with pytest.raises(FlowError, match="data"):
+        open_worktree.fn(str(clone), "retrain/test")
+    assert "retrain/test" not in run(["git", "branch", "--list"], clone).stdout
+    assert run(["git", "worktree", "list"], clone).stdout.count("\n") == 1
+
+    shared = tmp_path / "shared"  # a cache elsewhere (`dvc cache dir`): the worktree uses it
+    run(["git", "clone", "-q", str(repro_project), str(shared)], tmp_path)
+    run(["dvc", "cache", "dir", "--local", str(repro_project / ".dvc/cache")], shared)
+    wt = Path(open_worktree.fn(str(shared), "retrain/ok"))
+    try:
+        assert len([p for p in (wt / "data").rglob("*") if p.is_file()]) == 80
+    finally:
+        run(["git", "worktree", "remove", "--force", str(wt)], shared)
