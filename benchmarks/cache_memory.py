@@ -44,7 +44,7 @@ def child(mode: str, list_file: str, cache_dir: str) -> None:
     """One measurement in a fresh process, printed as JSON."""
     import torch
 
-    from deepfake_detector.tensorcache import decode_all
+    from deepfake_detector.model.tensorcache import decode_all
 
     paths = Path(list_file).read_text().split("\n")
     t = time.perf_counter()

@@ -73,7 +73,7 @@ def run_probe(work: Path, name: str, size: int, dfd: Path) -> None:
         return
     import time
 
-    from deepfake_detector.baselines import train_probe_lr
+    from deepfake_detector.evaluation.baselines import train_probe_lr
 
     t0 = time.perf_counter()
     train_probe_lr(work / "splits", out / "model", size, seed=42)

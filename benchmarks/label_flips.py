@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from deepfake_detector.params import load_params  # noqa: E402
-from deepfake_detector.validate import validate  # noqa: E402
+from deepfake_detector.data.validate import validate  # noqa: E402
 
 
 def make_case(source: Path, dest: Path, share: float, seed: int) -> set[str]:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from deepfake_detector.checkpoint import load_detector
-from deepfake_detector.export import export_onnx
+from deepfake_detector.model.checkpoint import load_detector
+from deepfake_detector.serving.export import export_onnx
 
 
 def _rate(fn, batch: int, seconds: float) -> float:

@@ -21,10 +21,10 @@ sys.path.insert(0, str(REPO / "src"))
 import torch  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
-from deepfake_detector import probe  # noqa: E402
-from deepfake_detector.efficientnet import EfficientNetLiteDetector  # noqa: E402
-from deepfake_detector.splits_io import read_split  # noqa: E402
-from deepfake_detector.tensorcache import decode_all  # noqa: E402
+from deepfake_detector.model import probe  # noqa: E402
+from deepfake_detector.model.efficientnet import EfficientNetLiteDetector  # noqa: E402
+from deepfake_detector.data.splits_io import read_split  # noqa: E402
+from deepfake_detector.model.tensorcache import decode_all  # noqa: E402
 
 
 def main() -> None:

@@ -17,12 +17,12 @@ from pathlib import Path
 import torch
 from torchvision import datasets, transforms
 
-from deepfake_detector.augment import augment, jpeg_cpu
-from deepfake_detector.images import iter_labelled_files
-from deepfake_detector.models import HybridDetector, WeightedBCELoss
+from deepfake_detector.model.augment import augment, jpeg_cpu
+from deepfake_detector.data.images import iter_labelled_files
+from deepfake_detector.model.models import HybridDetector, WeightedBCELoss
 from deepfake_detector.params import load_params
-from deepfake_detector.tensorcache import decode_all
-from deepfake_detector.train import pick_device
+from deepfake_detector.model.tensorcache import decode_all
+from deepfake_detector.model.train import pick_device
 
 
 def _step(model, opt, crit, x, y) -> None:

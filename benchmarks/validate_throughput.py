@@ -21,10 +21,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from deepfake_detector.filemeta import default_workers, read_files
-from deepfake_detector.images import iter_labelled_files
+from deepfake_detector.data.filemeta import default_workers, read_files
+from deepfake_detector.data.images import iter_labelled_files
 from deepfake_detector.params import load_params
-from deepfake_detector.validate import validate
+from deepfake_detector.data.validate import validate
 
 
 def best_of(repeat: int, fn) -> float:

@@ -5,7 +5,7 @@
 Runs in its own git worktree on a new branch `retrain/<UTC time>`, sharing the repo's DVC
 cache, so the user's workspace is never touched and overlapping runs cannot corrupt each
 other (a second run is also refused by a lock). Good landed files are merged under
-data/<label>/batch-<time>/ in the worktree. The gate (`deepfake_detector.gate`) scores the base
+data/<label>/batch-<time>/ in the worktree. The gate (`deepfake_detector.evaluation.gate`) scores the base
 commit's accepted model (champion, fetched with `dvc get` from the DVC cache or remote) and the
 new one (challenger) on the same current test split and decides with a paired bootstrap; the
 decision is committed as reports/retrain/<time>.{json,md}. Only after that commit exists do
@@ -107,7 +107,7 @@ def fetch_champion(repo: str, base: str, dest: Path) -> tuple[str | None, str | 
 
 @task
 def run_gate(worktree: str, champion: str | None, champion_error: str | None, g: GateParams) -> dict:
-    from deepfake_detector.gate import compare
+    from deepfake_detector.evaluation.gate import compare
 
     model_dir, splits_dir = model_and_splits(worktree)
     return compare(Path(worktree) / model_dir, champion, Path(worktree) / splits_dir, g,

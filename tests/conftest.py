@@ -54,7 +54,7 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory) -> Path:
     """A small deterministic demo set: data/real, data/fake (40 each)."""
-    from deepfake_detector.demo import make_demo
+    from deepfake_detector.data.demo import make_demo
 
     root = tmp_path_factory.mktemp("demo") / "data"
     make_demo(root, per_class=40, seed=0)
@@ -65,9 +65,9 @@ def demo_dir(tmp_path_factory) -> Path:
 def prepared(tmp_path_factory, demo_dir) -> Path:
     """validate + split + train run once (core functions, tiny params) for downstream tests."""
     from deepfake_detector.params import load_params
-    from deepfake_detector.split import split
-    from deepfake_detector.train import train
-    from deepfake_detector.validate import validate
+    from deepfake_detector.data.split import split
+    from deepfake_detector.model.train import train
+    from deepfake_detector.data.validate import validate
 
     work = tmp_path_factory.mktemp("prepared")
     p = load_params(write_params(work / "params.yaml"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from conftest import BIN, run, write_params
-from deepfake_detector.checkpoint import load_detector
+from deepfake_detector.model.checkpoint import load_detector
 
 
 def _torchrun(prepared, out, params, *extra: str):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from deepfake_detector.demo import make_demo
-from deepfake_detector.drift import drift
+from deepfake_detector.data.demo import make_demo
+from deepfake_detector.evaluation.drift import drift
 
 
 @pytest.fixture(scope="module")

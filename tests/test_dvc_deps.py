@@ -9,6 +9,7 @@ argv layer and is not a dep.
 from __future__ import annotations
 
 import ast
+from pathlib import Path
 
 import pytest
 import yaml
@@ -16,41 +17,72 @@ import yaml
 from conftest import REPO
 
 PKG = REPO / "src/deepfake_detector"
-STAGE_MODULES = {"validate": "validate", "split": "split", "train": "train", "baselines": "baselines",
-                 "evaluate": "evaluate", "drift": "drift"}
+STAGE_MODULES = {"validate": "data.validate", "split": "data.split", "train": "model.train",
+                 "baselines": "evaluation.baselines", "evaluate": "evaluation.evaluate", "drift": "evaluation.drift"}
+
+
+def module_file(module: str) -> Path:
+    """'model.train' -> src/deepfake_detector/model/train.py"""
+    return PKG / (module.replace(".", "/") + ".py")
+
+
+def direct_imports(module: str) -> set[str]:
+    """Package modules a module imports (relative imports, lazy ones inside functions included)."""
+    tree = ast.parse(module_file(module).read_text())
+    here = module.split(".")[:-1]  # the module's package path inside deepfake_detector
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level >= 1:
+            base = here[: len(here) - (node.level - 1)]
+            if node.module:
+                out.add(".".join([*base, node.module]))
+            else:
+                out.update(".".join([*base, a.name]) for a in node.names)
+    return {m for m in out if module_file(m).is_file()}
 
 
 def package_imports(module: str) -> set[str]:
-    """Transitive closure of `from .x import ...` / `from . import x` within the package."""
+    """Transitive closure of direct_imports."""
     seen, todo = set(), [module]
     while todo:
         name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        tree = ast.parse((PKG / f"{name}.py").read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                if node.module:
-                    todo.append(node.module.split(".")[0])
-                else:
-                    todo.extend(a.name for a in node.names)
+        if name not in seen:
+            seen.add(name)
+            todo.extend(direct_imports(name))
     return seen
 
 
 @pytest.mark.parametrize("stage", sorted(STAGE_MODULES))
 def test_every_imported_module_is_a_stage_dep(stage):
     deps = set(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]["deps"])
-    needed = {f"src/deepfake_detector/{m}.py" for m in package_imports(STAGE_MODULES[stage])}
-    if "src/deepfake_detector/datadocs.py" in needed:  # the vendored Data Docs assets it copies
-        needed.add("src/deepfake_detector/assets/gx_docs")
+    needed = {module_file(m).relative_to(REPO).as_posix() for m in package_imports(STAGE_MODULES[stage])}
+    if "src/deepfake_detector/data/datadocs.py" in needed:  # the vendored Data Docs assets it copies
+        needed.add("src/deepfake_detector/data/assets/gx_docs")
     missing = sorted(needed - deps)
     assert not missing, f"dvc.yaml stage {stage!r} misses deps: {missing}"
     stale = sorted(d for d in deps if d.startswith("src/") and d not in needed)
     assert not stale, f"dvc.yaml stage {stage!r} lists modules it does not import: {stale}"
 
 
-@pytest.mark.parametrize("module", ["predict", "serve", "export", "drift", "evaluate", "gate", "scoring", "validate"])
+@pytest.mark.parametrize("module", ["serving.predict", "serving.serve", "serving.export", "evaluation.drift",
+                                    "evaluation.evaluate", "evaluation.gate", "serving.scoring", "data.validate"])
 def test_product_and_evaluation_code_never_imports_the_training_code(module):
-    """Scoring lives in scoring.py; only `train` and `baselines` (which trains) reach train.py."""
-    assert not {"train", "gan", "distributed"} & package_imports(module), module
+    """Scoring lives in serving/scoring.py; only `train` and `baselines` (which trains) reach train.py."""
+    assert not {"model.train", "model.gan", "model.distributed"} & package_imports(module), module
+
+
+def test_no_import_cycles_between_modules():
+    import networkx as nx
+
+    graph = nx.DiGraph()
+    for path in PKG.rglob("*.py"):
+        module = path.relative_to(PKG).with_suffix("").as_posix().replace("/", ".")
+        if path.name != "__init__.py":
+            graph.add_edges_from((module, dep) for dep in direct_imports(module))
+    assert list(nx.simple_cycles(graph)) == []
+
+
+def test_no_module_over_400_lines():
+    long = {p.relative_to(PKG).as_posix(): n for p in PKG.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 400}
+    assert long == {}

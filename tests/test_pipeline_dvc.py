@@ -81,7 +81,7 @@ REMOTE_ASSET = re.compile(r"<script[^>]+src=[\"']https?://|<link[^>]+href=[\"']h
 
 def test_generated_reports_load_nothing_from_the_network(project):
     """Every page a reviewer opens renders offline: no remote script, stylesheet, image or CSS url()."""
-    from deepfake_detector.datadocs import remote_refs
+    from deepfake_detector.data.datadocs import remote_refs
 
     docs = sorted((project / "reports/validation/data_docs").rglob("*.html"))
     assert len(docs) >= 3  # index, suite, one validation result
@@ -96,7 +96,7 @@ def test_generated_reports_load_nothing_from_the_network(project):
 
 
 def test_metrics_diff_marks_changes_against_the_base_interval(project):
-    from deepfake_detector.review import compare, read_at_revision
+    from deepfake_detector.evaluation.review import compare, read_at_revision
 
     base = read_at_revision("HEAD~1", cwd=project)  # the first pipeline run
     assert base is not None and "ci95" in base

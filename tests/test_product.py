@@ -20,8 +20,8 @@ from PIL import Image, ImageFilter
 from typer.testing import CliRunner
 
 from deepfake_detector.cli import app
-from deepfake_detector.checkpoint import load_detector
-from deepfake_detector.predict import grad_cam, predict
+from deepfake_detector.model.checkpoint import load_detector
+from deepfake_detector.serving.predict import grad_cam, predict
 
 
 def test_predict_scores_good_files_and_reports_bad_ones(prepared, demo_dir, tmp_path):

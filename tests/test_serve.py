@@ -35,8 +35,8 @@ class _GatedModel(torch.nn.Module):
 
 @pytest.fixture
 def gated_server(prepared, monkeypatch):
-    import deepfake_detector.checkpoint as checkpoint
-    from deepfake_detector.serve import create_app
+    import deepfake_detector.model.checkpoint as checkpoint
+    from deepfake_detector.serving.serve import create_app
 
     entered, gate = threading.Event(), threading.Event()
     real_load = checkpoint.load_detector

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from deepfake_detector.params import SplitParams
-from deepfake_detector.split import assign_splits, split
+from deepfake_detector.data.split import assign_splits, split
 
 
 def _manifest(n_per_class: int = 50) -> pd.DataFrame:

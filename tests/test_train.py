@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from conftest import write_params
-from deepfake_detector.checkpoint import CheckpointError, load_detector
+from deepfake_detector.model.checkpoint import CheckpointError, load_detector
 from deepfake_detector.params import load_params
-from deepfake_detector.train import Trainer, train
+from deepfake_detector.model.train import Trainer, train
 
 
 def _easy_set(seed: int, n: int = 48, size: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
@@ -30,7 +30,7 @@ def test_training_learns_a_separable_task_for_every_seed(tmp_path, backbone):
     """Val AUC > 0.9 and eval-mode loss down by a quarter, for 3 seeds. Measured on AVX-512 and with
     ATEN_CPU_CAPABILITY=default (the slowest-learning seed: loss ratio 0.56), so the bounds hold on any
     CPU's numeric path (a failing run here means the code stopped learning)."""
-    from deepfake_detector.augment import to_input
+    from deepfake_detector.model.augment import to_input
 
     model = {"backbone": backbone} if backbone == "efficientnet_lite0" else {"backbone": backbone, "pretrained": None}
     for seed in (0, 1, 2):
@@ -90,7 +90,7 @@ def test_training_writes_the_artifacts_and_reports(prepared):
     assert config == {"latent_dim": p.latent_dim, "generator_width": p.generator_width,
                       "generator_size": p.generator_size}
     assert (prepared / "reports/train/samples.png").stat().st_size > 0
-    from deepfake_detector.splits_io import split_version  # the data version is that of the splits trained on
+    from deepfake_detector.data.splits_io import split_version  # the data version is that of the splits trained on
 
     assert card["data_version"] == {"train_val_sha256": split_version(prepared / "splits")}
     train_csv = (prepared / "splits/train.csv").read_text().splitlines()
@@ -130,8 +130,8 @@ def test_bad_checkpoints_give_a_clear_error(prepared, tmp_path, content):
 
 
 def test_generated_batches_do_not_shift_bn_running_stats():
-    from deepfake_detector.models import HybridDetector
-    from deepfake_detector.gan import frozen_bn_stats
+    from deepfake_detector.model.models import HybridDetector
+    from deepfake_detector.model.gan import frozen_bn_stats
 
     model = HybridDetector(extra_convs=1).train()
     before = model.bn1.running_mean.clone()
@@ -145,7 +145,7 @@ def test_generated_batches_do_not_shift_bn_running_stats():
 def test_disk_cache_reads_what_ram_holds_and_reuses_shards_by_content(demo_dir, tmp_path, monkeypatch):
     import hashlib
 
-    from deepfake_detector import tensorcache
+    from deepfake_detector.model import tensorcache
 
     monkeypatch.setattr(tensorcache, "SHARD_BYTES", 3 * 32 * 32 * 12)  # ~12 images per shard -> 8 shards
     paths = sorted(str(p) for p in demo_dir.rglob("*.jpg"))

@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 
 from conftest import REPO
-from deepfake_detector.images import DataLayoutError
+from deepfake_detector.data.images import DataLayoutError
 from deepfake_detector.params import load_params
-from deepfake_detector.validate import validate
+from deepfake_detector.data.validate import validate
 
 P = load_params(REPO / "params.yaml").validate_.model_copy(update={"min_size": 32, "max_pixels": 4_000_000})
 
@@ -166,7 +166,7 @@ def test_flipped_labels_are_found_by_confident_learning_on_pretrained_embeddings
     """Seeded: 6 of 120 demo labels flipped (3 each way). Bounds with a wide margin on any CPU."""
     import shutil
 
-    from deepfake_detector.demo import make_demo
+    from deepfake_detector.data.demo import make_demo
 
     src = tmp_path / "src"
     make_demo(src, per_class=60, seed=seed)
@@ -197,7 +197,7 @@ def test_flipped_labels_are_found_by_confident_learning_on_pretrained_embeddings
 
 
 def test_data_docs_rewrite_names_an_unknown_cdn_asset_instead_of_shipping_it():
-    from deepfake_detector.datadocs import _localise, remote_refs
+    from deepfake_detector.data.datadocs import _localise, remote_refs
 
     page = ('<link rel="stylesheet" href="https://maxcdn.bootstrapcdn.com/bootstrap/4.3.1/css/bootstrap.min.css"/>'
             '<script src="https://code.jquery.com/jquery-3.7.1.min.js"></script>')
@@ -209,7 +209,7 @@ def test_data_docs_rewrite_names_an_unknown_cdn_asset_instead_of_shipping_it():
 
 
 def test_worker_processes_give_the_same_table_as_one_process(corpus, tmp_path):
-    from deepfake_detector.validate import collect_metadata
+    from deepfake_detector.data.validate import collect_metadata
 
     root, _ = corpus
     one, s1 = collect_metadata(root, P, tmp_path / "c1.jsonl", progress=False, workers=1)

@@ -43,7 +43,7 @@ def _show(obj: dict) -> None:
 @data_app.command("demo")
 def data_demo(out: Path = typer.Argument(Path("data")), per_class: int = 160, seed: int = 0) -> None:
     """Write the deterministic synthetic demo set (same bytes every time)."""
-    from .demo import make_demo
+    from .data.demo import make_demo
 
     _show(make_demo(out, per_class, seed))
 
@@ -51,7 +51,7 @@ def data_demo(out: Path = typer.Argument(Path("data")), per_class: int = 160, se
 @data_app.command("import")
 def data_import(src: Path, dest: Path = typer.Argument(Path("data"))) -> None:
     """Copy a labelled dataset (real/+fake/, Kaggle 140k, ciplab) into DEST, bytes and names kept."""
-    from .importer import ImportLayoutError, import_dataset
+    from .data.importer import ImportLayoutError, import_dataset
 
     try:
         _show(import_dataset(src, dest))
@@ -66,8 +66,8 @@ def validate(data: Path, clean: Path, reports: Path, params: Path = PARAMS,
              workers: int = typer.Option(0, min=0, help="processes for the per-file pass (0 = every core)"),
              progress: bool = True) -> None:
     """Validate every image with Great Expectations; write the cleaned dataset."""
-    from .images import DataLayoutError
-    from .validate import validate as run
+    from .data.images import DataLayoutError
+    from .data.validate import validate as run
 
     p = _params(params)
     try:
@@ -79,7 +79,7 @@ def validate(data: Path, clean: Path, reports: Path, params: Path = PARAMS,
 @app.command()
 def split(clean: Path, out: Path, reports: Path, params: Path = PARAMS) -> None:
     """Deterministic stratified train/val/test split, near-duplicates kept together."""
-    from .split import split as run
+    from .data.split import split as run
 
     p = _params(params)
     try:
@@ -102,7 +102,7 @@ def train(splits: Path, model: Path, reports: Path, params: Path = PARAMS,
 
     Several GPUs or machines: launch with torchrun (README "Several GPUs"); one process per GPU.
     """
-    from .train import train as run
+    from .model.train import train as run
 
     p = _params(params)
     try:
@@ -120,7 +120,7 @@ def baselines(splits: Path, out: Path, reports: Path, params: Path = PARAMS,
               run_logs: Path = typer.Option(Path("artifacts/logs"), help="timings per baseline (not DVC-tracked)"),
               dry_run: bool = False, progress: bool = True) -> None:
     """Train the comparison models (plain backbone, GAN-off ablation, frozen probe, spectrum + LR)."""
-    from .baselines import run_baselines
+    from .evaluation.baselines import run_baselines
 
     p = _params(params)
     try:
@@ -136,9 +136,9 @@ def evaluate(paths: list[Path] = typer.Argument(..., help="MODEL SPLITS OUT, or 
              baselines: Path = typer.Option(None, help="dir of baseline models to score alongside"),
              device: str = "cpu", progress: bool = True) -> None:
     """Score the detector on the test split (or any labelled folder): metrics, robustness, summary."""
-    from .checkpoint import CheckpointError
-    from .evaluate import evaluate as run
-    from .images import DataLayoutError
+    from .model.checkpoint import CheckpointError
+    from .evaluation.evaluate import evaluate as run
+    from .data.images import DataLayoutError
 
     if data is not None:
         if model is None or len(paths) != 1:
@@ -161,8 +161,8 @@ def drift(out: Path, reference: Path = typer.Option(..., help="split CSV or fold
           model: Path = typer.Option(None, help="detector dir for embeddings + fake probability"),
           params: Path = PARAMS, progress: bool = True) -> None:
     """Evidently drift report: image statistics + detector embeddings. Exit 0 with or without drift."""
-    from .checkpoint import CheckpointError
-    from .drift import drift as run
+    from .model.checkpoint import CheckpointError
+    from .evaluation.drift import drift as run
 
     p = _params(params)
     try:
@@ -185,8 +185,8 @@ def predict(paths: list[str] = typer.Argument(..., help="files, folders or globs
     import csv
     import sys
 
-    from .checkpoint import CheckpointError
-    from .predict import predict as run
+    from .model.checkpoint import CheckpointError
+    from .serving.predict import predict as run
 
     if format not in ("table", "json", "csv") or runtime not in ("torch", "onnx"):
         _fail(ValueError("--format is table|json|csv and --runtime is torch|onnx"))
@@ -217,8 +217,8 @@ def predict(paths: list[str] = typer.Argument(..., help="files, folders or globs
 def export(model: Path = typer.Argument(Path("artifacts/model")),
            onnx: Path = typer.Option(..., help="output .onnx path")) -> None:
     """Export the detector to ONNX; reports the max |torch - onnxruntime| logit difference."""
-    from .checkpoint import CheckpointError
-    from .export import export_onnx
+    from .model.checkpoint import CheckpointError
+    from .serving.export import export_onnx
 
     try:
         _show(export_onnx(model, onnx))
@@ -232,7 +232,7 @@ def serve(model: Path = typer.Option(Path("artifacts/model")), host: str = "127.
     """HTTP API: POST /predict (multipart `file`), GET /health, GET /model."""
     import uvicorn
 
-    from .serve import create_app
+    from .serving.serve import create_app
 
     uvicorn.run(create_app(model, int(max_mb * 2**20)), host=host, port=port, log_level="warning")
 
@@ -243,7 +243,7 @@ def gate(challenger: Path = typer.Option(..., help="new model dir"),
          splits: Path = typer.Option(..., help="splits dir: both models are scored on its test.csv"),
          out: Path = typer.Option(None, help="write the JSON gate record here"), params: Path = PARAMS) -> None:
     """Champion/challenger decision on the same test images (paired bootstrap; flows.gate in params)."""
-    from .gate import compare
+    from .evaluation.gate import compare
 
     p = _params(params)
     try:
@@ -261,7 +261,7 @@ def gate(challenger: Path = typer.Option(..., help="new model dir"),
 @app.command("metrics-diff")
 def metrics_diff(base: str = typer.Option("HEAD", help="git revision to compare with")) -> None:
     """Markdown table of metric changes vs BASE, each marked inside/outside the base's 95 % CI."""
-    from .review import metrics_diff as run
+    from .evaluation.review import metrics_diff as run
 
     try:
         print(run(base), end="")
@@ -272,7 +272,7 @@ def metrics_diff(base: str = typer.Option("HEAD", help="git revision to compare 
 @app.command("plots-template")
 def plots_template(out: Path = typer.Argument(Path(".dvc/plots_offline.html"))) -> None:
     """Write the offline HTML template for `dvc plots show/diff` (Vega inlined; set by .dvc/config)."""
-    from .review import offline_plots_template
+    from .evaluation.review import offline_plots_template
 
     console.print(f"wrote {offline_plots_template(out)}")
 
@@ -300,7 +300,7 @@ app.add_typer(weights_app, name="weights")
 @weights_app.command("show")
 def weights_show() -> None:
     """Where each backbone's ImageNet weights are, or why they are missing."""
-    from .pretrained import WeightsNotFound, resolve_weights
+    from .model.pretrained import WeightsNotFound, resolve_weights
 
     out = {}
     for backbone in ("efficientnet_lite0", "se_resnet34"):
@@ -314,7 +314,7 @@ def weights_show() -> None:
 @weights_app.command("fetch")
 def weights_fetch(backbone: str = typer.Argument(..., help="se_resnet34 | efficientnet_lite0")) -> None:
     """Download torchvision's ResNet34 ImageNet file into $TORCH_HOME (needs internet)."""
-    from .pretrained import WeightsNotFound, fetch
+    from .model.pretrained import WeightsNotFound, fetch
 
     try:
         console.print(f"weights: {fetch(backbone)}")

@@ -54,7 +54,7 @@ class ModelParams(_Strict):
     generator_size: int = Field(ge=8)  # G makes faces at this size; upsampled to train.image_size
 
     def detector_config(self) -> dict:
-        """The architecture part, as stored in every checkpoint and rebuilt by models.build_detector."""
+        """The architecture part, as stored in every checkpoint and rebuilt by model.factory.build_detector."""
         cfg = dict(backbone=self.backbone, se_reduction=self.se_reduction, extra_convs=self.extra_convs,
                    dropout=self.dropout)
         return {**cfg, "stem": self.stem} if self.backbone == "se_resnet34" else cfg

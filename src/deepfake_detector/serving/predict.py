@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .images import IMAGE_SUFFIXES, load_rgb, to_tensor
+from ..data.images import IMAGE_SUFFIXES, load_rgb, to_tensor
 
 
 def expand(inputs: list[str]) -> list[str]:
@@ -97,7 +97,7 @@ def overlay(img: Image.Image, heat: np.ndarray) -> Image.Image:
 def predict(inputs: list[str], model_dir: str | Path, band: float = 0.1, explain_dir: str | Path | None = None,
             runtime: str = "torch", onnx_path: str | Path | None = None, crop_faces: bool = False,
             progress: bool = True) -> list[dict[str, Any]]:
-    from .augment import to_input
+    from ..model.augment import to_input
     from .scoring import OnnxScorer, TorchScorer, verdict
 
     torch_scorer = TorchScorer(model_dir) if runtime == "torch" or explain_dir is not None else None

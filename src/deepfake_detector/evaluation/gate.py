@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .metrics import binary_metrics, bootstrap_indices
-from .params import GateParams
+from ..params import GateParams
 
 N_BOOT = 1000
 
@@ -82,8 +82,8 @@ def compare(challenger_dir: str | Path, champion_dir: str | Path | None, splits_
             seed: int = 0, champion_error: str | None = None) -> dict:
     """Score both models on splits_dir/test.csv; return the JSON-ready gate record."""
     from .evaluate import score_frame
-    from .scoring import load_scorer
-    from .splits_io import read_split
+    from ..serving.scoring import load_scorer
+    from ..data.splits_io import read_split
 
     test_csv = Path(splits_dir) / "test.csv"
     frame = read_split(splits_dir, "test")

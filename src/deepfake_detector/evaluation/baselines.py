@@ -16,10 +16,10 @@ import json
 from pathlib import Path
 
 from .metrics import binary_metrics, choose_threshold
-from .params import Params, merge
-from .scoring import SPECTRUM_LR_BINS, SpectrumScorer, spectrum_features
-from .splits_io import read_split
-from .tensorcache import decode_all
+from ..params import Params, merge
+from ..serving.scoring import SPECTRUM_LR_BINS, SpectrumScorer, spectrum_features
+from ..data.splits_io import read_split
+from ..model.tensorcache import decode_all
 
 CNN_BASELINES = {
     "plain": {"model": {"se_reduction": 0, "extra_convs": 0}, "train": {"gan_weight": 0.0}},
@@ -63,7 +63,8 @@ def train_spectrum_lr(splits_dir: Path, out_dir: Path, size: int, seed: int) -> 
 
 
 def train_probe_lr(splits_dir: Path, out_dir: Path, size: int, seed: int) -> dict[str, float]:
-    from .probe import ProbeScorer, fit_probe, frozen_features
+    from ..model.probe import fit_probe, frozen_features
+    from ..serving.scoring import ProbeScorer
 
     tr, va = read_split(splits_dir, "train"), read_split(splits_dir, "val")
     xtr, oktr = decode_all(tr["path"].tolist(), size, progress=False)
@@ -79,7 +80,7 @@ def train_probe_lr(splits_dir: Path, out_dir: Path, size: int, seed: int) -> dic
 def run_baselines(splits_dir: str | Path, out_dir: str | Path, report_dir: str | Path, p: Params,
                   ckpt_dir: str | Path = "artifacts/baseline_checkpoints", progress: bool = True,
                   dry_run: bool = False, log_dir: str | Path | None = None) -> dict[str, dict]:
-    from .train import train
+    from ..model.train import train
 
     splits_dir, out_dir, report_dir = Path(splits_dir), Path(out_dir), Path(report_dir)
     results = {}

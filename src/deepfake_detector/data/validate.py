@@ -35,7 +35,7 @@ from .gx_suite import REASONS, run_suite
 from .hashing import components, near_pairs
 from .images import CONVERTIBLE_MODES, GRAYSCALE_MODES, iter_labelled_files, source_of
 from .label_issues import embed_files, find_label_issues, thumbnails_html
-from .params import ValidateParams
+from ..params import ValidateParams
 
 MANIFEST_COLUMNS = ["path", "label", "sha256", "format", "mode", "width", "height", "bytes", "phash", "source"]
 def decode_version(p: ValidateParams) -> str:

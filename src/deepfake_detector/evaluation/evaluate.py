@@ -21,9 +21,9 @@ import pandas as pd
 from PIL import Image, ImageFilter
 
 from .metrics import CI_METRICS, binary_metrics, bootstrap_ci, bootstrap_indices
-from .scoring import Scorer, load_scorer
-from .splits_io import read_folder, read_split
-from .tensorcache import decode_all
+from ..serving.scoring import Scorer, load_scorer
+from ..data.splits_io import read_folder, read_split
+from ..model.tensorcache import decode_all
 
 Perturb = Callable[[Image.Image], Image.Image]
 PAPER_ROWS = {  # quoted from the paper's Table 1, not measured here

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .hashing import components, near_pairs
-from .params import SplitParams
+from ..params import SplitParams
 
 SPLITS = ("train", "val", "test")
 

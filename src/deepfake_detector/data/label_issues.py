@@ -44,8 +44,8 @@ def embed_version() -> str:
     import hashlib
 
     h = hashlib.sha256(f"size={EMBED_SIZE}".encode())
-    for name in ("probe.py", "efficientnet.py", "tensorcache.py", "images.py"):
-        h.update((Path(__file__).parent / name).read_bytes())
+    for name in ("model/probe.py", "model/efficientnet.py", "model/tensorcache.py", "data/images.py"):
+        h.update((Path(__file__).parents[1] / name).read_bytes())
     return h.hexdigest()[:12]
 
 
@@ -66,11 +66,11 @@ def embed_files(paths: list[Path], shas: list[str], cache_path: Path | None = No
     Only files not in the cache are decoded and embedded, so re-validating after adding 1 % new files
     embeds only those. The cache keeps this run's files only (sorted: same files -> same bytes).
     """
-    from .pretrained import WeightsNotFound
+    from ..model.pretrained import WeightsNotFound
 
     try:
-        from .probe import N_FEATURES, frozen_features
-        from .tensorcache import decode_all
+        from ..model.probe import N_FEATURES, frozen_features
+        from ..model.tensorcache import decode_all
     except ImportError:
         return None
     cache = _load_embedding_cache(cache_path)

@@ -20,8 +20,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from .augment import to_input
-from .features import radial_spectrum
+from ..model.augment import to_input
+from ..data.features import radial_spectrum
 
 SPECTRUM_LR_BINS = 32  # the spectrum baseline's bands (features.SPECTRUM_BINS = 12 is the label-issue vector's)
 
@@ -69,7 +69,7 @@ class TorchScorer:
     """detector.pt (architecture from its stored config); `.model` is there for Grad-CAM."""
 
     def __init__(self, model_dir: str | Path, device: str = "cpu") -> None:
-        from .checkpoint import load_detector
+        from ..model.checkpoint import load_detector
 
         self.model, self.info = load_detector(model_dir, device)
         self.device = torch.device(device)
@@ -90,7 +90,7 @@ class OnnxScorer:
     def __init__(self, model_dir: str | Path, onnx_path: str | Path | None = None) -> None:
         import onnxruntime as ort
 
-        from .checkpoint import safe_load
+        from ..model.checkpoint import safe_load
 
         info = safe_load(Path(model_dir) / "detector.pt")  # threshold and input size travel with the weights
         self.name = Path(model_dir).name
@@ -147,10 +147,27 @@ class SpectrumScorer(JsonLogisticScorer):
         return spectrum_features(images)
 
 
+class ProbeScorer(JsonLogisticScorer):
+    """Scores uint8 images with the stored probe (probe.json: size, threshold, scaler, coefficients)."""
+
+    FILE = "probe.json"
+
+    def features(self, images: torch.Tensor) -> np.ndarray:
+        from ..model.probe import frozen_features
+
+        return frozen_features(images, self.image_size)
+
+    @staticmethod
+    def save(out_dir: Path, size: int, threshold: float, scaler, lr) -> None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / ProbeScorer.FILE).write_text(json.dumps({
+            "image_size": size, "threshold": threshold, "features": "efficientnet_lite0 imagenet, pooled taps",
+            "mean": scaler.mean_.tolist(), "scale": scaler.scale_.tolist(),
+            "coef": lr.coef_[0].tolist(), "intercept": float(lr.intercept_[0])}))
+
+
 def load_scorer(model_dir: str | Path, device: str = "cpu", runtime: str = "torch") -> Scorer:
     """The scorer a model folder holds: spectrum/probe baselines, or the detector (torch or onnx)."""
-    from .probe import ProbeScorer
-
     model_dir = Path(model_dir)
     if (model_dir / SpectrumScorer.FILE).is_file():
         return SpectrumScorer(model_dir)

@@ -22,9 +22,9 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .features import STAT_SIZE, image_stats, jpeg_quality
-from .images import IMAGE_SUFFIXES, to_rgb, to_tensor
-from .stable import stable_ids
+from ..data.features import STAT_SIZE, image_stats, jpeg_quality
+from ..data.images import IMAGE_SUFFIXES, to_rgb, to_tensor
+from ..stable import stable_ids
 
 STAT_COLUMNS = ["brightness", "contrast", "saturation", "sharpness", "hf_energy", "width", "height",
                 "file_bytes", "jpeg_quality"]
@@ -35,7 +35,7 @@ def list_images(source: str | Path) -> list[str]:
     """Paths from a split CSV (written by `split`) or every non-hidden file under a folder."""
     source = Path(source)
     if source.is_file() and source.suffix == ".csv":
-        from .splits_io import read_split
+        from ..data.splits_io import read_split
 
         return read_split(source.parent, source.stem)["path"].tolist()
     if not source.is_dir():
@@ -85,7 +85,7 @@ def drift(reference: str | Path, current: str | Path, out_dir: str | Path, model
         raise ValueError(f"current set is empty: {current}")
     scorer, model_size = None, None
     if model_dir is not None:
-        from .scoring import TorchScorer
+        from ..serving.scoring import TorchScorer
 
         scorer = TorchScorer(model_dir)
         model_size = scorer.image_size

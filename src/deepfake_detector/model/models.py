@@ -1,6 +1,6 @@
 """The paper's networks: SE-ResNet34 discriminator/detector, DCGAN generator, weighted BCE.
 
-    from deepfake_detector.models import HybridDetector, Generator, WeightedBCELoss
+    from deepfake_detector.model.models import HybridDetector, Generator, WeightedBCELoss
     d = HybridDetector(stem="small"); logits = d(torch.rand(8, 3, 64, 64))   # (8,)
     emb = d.forward_head(d.forward_features(x), pre_logits=True)             # (8, 512)
 
@@ -224,20 +224,3 @@ def keep_frozen_eval(frozen: list[nn.Module]) -> None:
     """Call after `model.train()`: these modules stay in eval mode (BN uses and keeps its running stats)."""
     for module in frozen:
         module.eval()
-
-
-def build_detector(config: dict, pretrained: str | None = None) -> nn.Module:
-    """The one factory: a detector from its config dict (as stored in every checkpoint).
-
-    Checkpoints written before `backbone` existed are se_resnet34.
-    """
-    cfg = dict(config)
-    backbone = cfg.pop("backbone", "se_resnet34")
-    if backbone == "se_resnet34":
-        return HybridDetector(**cfg, pretrained=pretrained)
-    if backbone == "efficientnet_lite0":
-        from .efficientnet import EfficientNetLiteDetector
-
-        cfg.pop("stem", None)
-        return EfficientNetLiteDetector(**cfg, pretrained=pretrained)
-    raise ValueError(f"unknown backbone {backbone!r} (se_resnet34 | efficientnet_lite0)")

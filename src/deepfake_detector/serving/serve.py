@@ -34,7 +34,7 @@ def create_app(model_dir: str | Path, max_bytes: int = 10 * 2**20, band: float =
                max_pixels: int = 40_000_000):
     from starlette.concurrency import run_in_threadpool
 
-    from .images import to_rgb, to_tensor
+    from ..data.images import to_rgb, to_tensor
     from .scoring import TorchScorer, verdict
 
     scorer = TorchScorer(model_dir)

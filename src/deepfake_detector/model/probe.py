@@ -1,7 +1,7 @@
 """Frozen ImageNet features + logistic regression: the cheap, strong baseline every fine-tuned model must clear.
 
     feats = frozen_features(images_uint8, size=224)          # (N, 1648) pooled multi-scale features
-    scorer = ProbeScorer("artifacts/baselines/probe_lr")    # probe.json (no pickle)
+    serving.scoring.ProbeScorer("artifacts/baselines/probe_lr")   # the stored probe (probe.json, no pickle)
 
 Features: global-average-pooled outputs of EfficientNet-Lite0 stages 3, 5 and 7 (40, 112 and
 320 channels: textures to parts) and of its 1280-channel head, from the weights shipped by
@@ -10,15 +10,12 @@ Features: global-average-pooled outputs of EfficientNet-Lite0 stages 3, 5 and 7 
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from .augment import to_input
-from .scoring import JsonLogisticScorer
 
 TAPS = (3, 8, 15)  # last MBConv block of stages 3 (40 ch), 5 (112 ch) and 7 (320 ch)
 N_FEATURES = 40 + 112 + 320 + 1280
@@ -57,20 +54,3 @@ def fit_probe(features: np.ndarray, y: np.ndarray, seed: int, c: float = 0.5):
     scaler = StandardScaler().fit(features)
     lr = LogisticRegression(max_iter=3000, C=c, random_state=seed).fit(scaler.transform(features), y)
     return scaler, lr
-
-
-class ProbeScorer(JsonLogisticScorer):
-    """Scores uint8 images with the stored probe (probe.json: size, threshold, scaler, coefficients)."""
-
-    FILE = "probe.json"
-
-    def features(self, images: torch.Tensor) -> np.ndarray:
-        return frozen_features(images, self.image_size)
-
-    @staticmethod
-    def save(out_dir: Path, size: int, threshold: float, scaler, lr) -> None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / ProbeScorer.FILE).write_text(json.dumps({
-            "image_size": size, "threshold": threshold, "features": "efficientnet_lite0 imagenet, pooled taps",
-            "mean": scaler.mean_.tolist(), "scale": scaler.scale_.tolist(),
-            "coef": lr.coef_[0].tolist(), "intercept": float(lr.intercept_[0])}))

@@ -1,0 +1,1 @@
+"""Data: import, demo set, validation (GX, per-file pass, label issues), split."""
