@@ -19,32 +19,21 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from deepfake_detector.data.demo import flip_labels  # noqa: E402
 from deepfake_detector.params import load_params  # noqa: E402
 from deepfake_detector.data.validate import validate  # noqa: E402
 
 
 def make_case(source: Path, dest: Path, share: float, seed: int) -> set[str]:
-    """Copy source/{real,fake} to dest with `share` of each class moved to the other; return the moved paths."""
-    rng = np.random.default_rng(seed)
+    """A fresh dest: source with `share` of each class moved to the other; return the moved paths."""
     if dest.exists():
         shutil.rmtree(dest)
-    flipped = set()
-    for label, other in (("real", "fake"), ("fake", "real")):
-        files = sorted((source / label).iterdir())
-        chosen = set(rng.choice(len(files), size=round(share * len(files)), replace=False).tolist())
-        for i, f in enumerate(files):
-            target = dest / (other if i in chosen else label) / f.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(f, target)
-            if i in chosen:
-                flipped.add(f"{other}/{f.name}")
-    return flipped
+    return flip_labels(source, dest, share, seed)
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from deepfake_detector.data.images import iter_labelled_files
 from deepfake_detector.model.models import HybridDetector, WeightedBCELoss
 from deepfake_detector.params import load_params
 from deepfake_detector.model.tensorcache import decode_all
-from deepfake_detector.model.train import pick_device
+from deepfake_detector.model.distributed import pick_device
 
 
 def _step(model, opt, crit, x, y) -> None:

@@ -28,11 +28,22 @@ def sh(cmd: list[str], cwd: str | Path) -> str:
     return proc.stdout
 
 
+def _stages(repo: str | Path) -> dict:
+    return yaml.safe_load((Path(repo) / "dvc.yaml").read_text())["stages"]
+
+
+def _argv(repo: str | Path, stage: str) -> list[str]:
+    """A dvc.yaml stage's cmd as argv (the last command if it is a list)."""
+    import shlex
+
+    cmd = _stages(repo)[stage]["cmd"]
+    return shlex.split(cmd if isinstance(cmd, str) else cmd[-1])
+
+
 def stage_metric_files(repo: str | Path) -> dict[str, list[str]]:
     """{stage: [metrics files]} as declared in dvc.yaml (no paths hard-coded in flows)."""
-    stages = yaml.safe_load((Path(repo) / "dvc.yaml").read_text())["stages"]
     out = {}
-    for name, stage in stages.items():
+    for name, stage in _stages(repo).items():
         files = []
         for entry in stage.get("metrics", []):
             files.append(entry if isinstance(entry, str) else next(iter(entry)))
@@ -42,23 +53,16 @@ def stage_metric_files(repo: str | Path) -> dict[str, list[str]]:
 
 def stage_option(repo: str | Path, stage: str, option: str) -> str:
     """The value of `option` in a dvc.yaml stage's cmd (e.g. drift's --reference): paths stay in dvc.yaml."""
-    import shlex
-
-    cmd = yaml.safe_load((Path(repo) / "dvc.yaml").read_text())["stages"][stage]["cmd"]
-    argv = shlex.split(cmd if isinstance(cmd, str) else cmd[-1])
+    argv = _argv(repo, stage)
     if option not in argv[:-1]:
-        raise FlowError(f"dvc.yaml stage {stage!r} has no {option} in its cmd: {cmd}")
+        raise FlowError(f"dvc.yaml stage {stage!r} has no {option} in its cmd: {' '.join(argv)}")
     return argv[argv.index(option) + 1]
 
 
 def stage_args(repo: str | Path, stage: str) -> list[str]:
     """The positional arguments of a dvc.yaml stage's `dfd <command>` (e.g. train: splits, model, reports)."""
-    import shlex
-
-    cmd = yaml.safe_load((Path(repo) / "dvc.yaml").read_text())["stages"][stage]["cmd"]
-    argv = shlex.split(cmd if isinstance(cmd, str) else cmd[-1])[2:]
     out, skip = [], False
-    for tok in argv:
+    for tok in _argv(repo, stage)[2:]:
         if skip:
             skip = False
         elif tok.startswith("--"):

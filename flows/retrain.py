@@ -53,11 +53,17 @@ def open_worktree(repo: str, branch: str) -> str:
         cache = Path(stage_option(repo, "validate", "--cache")).parent  # validation + embedding caches (dvc.yaml)
         if (Path(repo) / cache).is_dir():  # per-file validation results: only new files get decoded
             shutil.copytree(Path(repo) / cache, wt / cache, dirs_exist_ok=True)
-    except FlowError:
-        sh(["git", "worktree", "remove", "--force", str(wt)], repo)
-        sh(["git", "branch", "-D", branch], repo)
+    except Exception:
+        close_worktree(repo, str(wt), branch, keep_branch=False)
         raise
     return str(wt)
+
+
+def close_worktree(repo: str, wt: str, branch: str, keep_branch: bool) -> None:
+    """Remove the worktree; the branch too unless it holds a finished commit (no half-made branch)."""
+    sh(["git", "worktree", "remove", "--force", wt], repo)
+    if not keep_branch:
+        sh(["git", "branch", "-D", branch], repo)
 
 
 @task
@@ -196,9 +202,7 @@ def retrain(repo: str = ".", landing: str | None = None) -> dict:
                 pushed = True
             create_markdown_artifact(key="retrain-report", markdown=body, description="PR body")
         finally:
-            sh(["git", "worktree", "remove", "--force", wt], repo)
-            if not committed:  # failed before the commit: no half-made branch is left behind
-                sh(["git", "branch", "-D", branch], repo)
+            close_worktree(repo, wt, branch, keep_branch=committed)
     return {"branch": branch, "promoted": record["promoted"], "reason": record["reason"], "pushed": pushed,
             "new_images": n_new, "quarantined": int(len(rejected)), "gate": record,
             "report": f"reports/retrain/{stamp}.md (on {branch})", "metrics_diff": diff,

@@ -44,6 +44,15 @@ def write_params(path: Path, **overrides: dict) -> Path:
     return path
 
 
+def free_port() -> int:
+    """A TCP port nobody listens on at 127.0.0.1 (for servers the tests start)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     if check and proc.returncode != 0:

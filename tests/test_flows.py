@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 import yaml
 from PIL import Image, ImageFilter
 
-from conftest import REPO, run
+from conftest import REPO, free_port, run
 from deepfake_detector.data.demo import make_demo
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -204,17 +203,12 @@ def test_pipeline_flow_takes_stages_from_dvc_yaml_and_skipped_from_dvc_status(re
         run(["dvc", "repro", "-q", "--single-item", "split"], repro_project)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_deployments_register_and_a_process_work_pool_worker_runs_one(repro_project, tmp_path):
     """A real Prefect server: `flows.deploy apply` (served) and `flows.deploy pool` (prefect.yaml ->
     a process work pool) register the flows with the crons from params.yaml; a `prefect worker`
     picks up a triggered run of the pipeline deployment and runs it to completion."""
-    port = _free_port()
+    port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": api}
     prefect = str(Path(sys.executable).parent / "prefect")

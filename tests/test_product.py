@@ -19,6 +19,7 @@ import torch
 from PIL import Image, ImageFilter
 from typer.testing import CliRunner
 
+from conftest import free_port
 from deepfake_detector.cli import app
 from deepfake_detector.model.checkpoint import load_detector
 from deepfake_detector.serving.predict import grad_cam, predict
@@ -67,9 +68,7 @@ def test_onnx_export_matches_torch_and_predict_can_use_it(prepared, demo_dir, tm
 
 @pytest.fixture(scope="module")
 def server(prepared):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([str(Path(sys.executable).parent / "dfd"), "serve", "--model", str(prepared / "model"),
                              "--port", str(port), "--max-mb", "0.05"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})

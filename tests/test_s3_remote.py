@@ -7,18 +7,12 @@ Credentials come from the environment, as with AWS S3 or MinIO (README "Shared s
 from __future__ import annotations
 
 import hashlib
-import socket
 from pathlib import Path
 
 import pytest
 
-from conftest import run
+from conftest import free_port, run
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture()
@@ -29,7 +23,7 @@ def s3_endpoint(monkeypatch):
     for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(key, value)
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     url = f"http://127.0.0.1:{port}"

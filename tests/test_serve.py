@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -13,11 +12,8 @@ import torch
 import uvicorn
 from PIL import Image
 
+from conftest import free_port
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class _GatedModel(torch.nn.Module):
@@ -46,7 +42,7 @@ def gated_server(prepared, monkeypatch):
         return _GatedModel(model, entered, gate), info
 
     monkeypatch.setattr(checkpoint, "load_detector", load)
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(prepared / "model", max_pixels=1_000_000), host="127.0.0.1",
                                            port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

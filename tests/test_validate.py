@@ -164,23 +164,13 @@ def test_unknown_label_folder_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_flipped_labels_are_found_by_confident_learning_on_pretrained_embeddings(tmp_path, seed):
     """Seeded: 6 of 120 demo labels flipped (3 each way). Bounds with a wide margin on any CPU."""
-    import shutil
-
-    from deepfake_detector.data.demo import make_demo
+    from deepfake_detector.data.demo import flip_labels, make_demo
 
     src = tmp_path / "src"
     make_demo(src, per_class=60, seed=seed)
-    rng = np.random.default_rng(seed)
-    data, flipped = tmp_path / "data", set()
-    for label, other in (("real", "fake"), ("fake", "real")):
-        files = sorted((src / label).iterdir())
-        chosen = set(rng.choice(len(files), 3, replace=False).tolist())
-        for i, f in enumerate(files):
-            dest = data / (other if i in chosen else label) / f.name
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(f, dest)
-            if i in chosen:
-                flipped.add(f"{other}/{f.name}")
+    data = tmp_path / "data"
+    flipped = flip_labels(src, data, share=0.05, seed=seed)  # 3 of 60 per class
+    assert len(flipped) == 6
     m = validate(data, tmp_path / "clean", tmp_path / "reports", P, seed, cache_path=tmp_path / "cache/v.jsonl",
                  progress=False)
     assert m["label_issue_features"] == "pretrained embeddings"

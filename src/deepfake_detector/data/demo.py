@@ -10,6 +10,7 @@ cast around the face, and mismatched irises. Both classes: same size, same JPEG 
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -85,3 +86,21 @@ def make_demo(out: str | Path, per_class: int = 160, seed: int = 0) -> dict[str,
             img.save(folder / f"demo__{label}_{i:04d}.jpg", "JPEG", quality=JPEG_QUALITY, subsampling=0)
         counts[label] = per_class
     return counts
+
+
+def flip_labels(source: str | Path, dest: str | Path, share: float, seed: int) -> set[str]:
+    """Copy source/{real,fake} to dest with `share` of each class filed under the other label (label
+    noise for measuring the label-issue finder); return the flipped files' new paths ("fake/x.jpg")."""
+    source, dest = Path(source), Path(dest)
+    rng = np.random.default_rng(seed)
+    flipped = set()
+    for label, other in (("real", "fake"), ("fake", "real")):
+        files = sorted((source / label).iterdir())
+        chosen = set(rng.choice(len(files), size=round(share * len(files)), replace=False).tolist())
+        for i, f in enumerate(files):
+            target = dest / (other if i in chosen else label) / f.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, target)
+            if i in chosen:
+                flipped.add(f"{other}/{f.name}")
+    return flipped

@@ -28,7 +28,7 @@ from .augment import augment, jpeg_cpu
 from .checkpoint import safe_load, save_detector
 from .factory import build_detector
 from .gan import GanStep
-from .distributed import Dist, barrier, pick_device, rank0_decides, setup, shard, teardown, wrap
+from .distributed import Dist, barrier, rank0_decides, setup, shard, teardown, wrap
 from ..evaluation.metrics import binary_metrics, choose_threshold
 from .models import (Generator, WeightedBCELoss, backbone_batchnorms, class_weights_from_counts,
                      freeze_early, keep_frozen_eval)
@@ -37,7 +37,7 @@ from ..serving.scoring import predict_proba
 from ..data.splits_io import read_split, split_version
 from .tensorcache import decode_all
 
-__all__ = ["Trainer", "pick_device", "train"]
+__all__ = ["Trainer", "train"]
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int):
