@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
 from deepfake_detector.params import load_params
-from flows.common import FlowError, metrics_markdown, sh, stage_option
+from flows.common import FlowError, metrics_markdown, settled_landing, sh, stage_files, stage_option
 from flows.retrain import retrain
 
 
@@ -35,13 +36,19 @@ def monitor(repo: str = ".", retrain_on_drift: bool = True) -> dict:
     repo = str(Path(repo).resolve())
     f = load_params(Path(repo) / "params.yaml").flows
     landing = Path(repo) / f.landing
-    if not landing.is_dir() or not any(p.is_file() for p in landing.rglob("*")):
-        return {"drift": False, "retrained": None, "reason": f"landing folder {landing} is empty"}
+    ready, left = settled_landing(landing, f.landing_settle_s) if landing.is_dir() else ([], [])
+    if not ready:
+        return {"drift": False, "retrained": None, "left_in_landing": left,
+                "reason": f"no settled file in landing folder {landing}"}
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    m = drift_check(repo, landing, Path(repo) / "monitoring" / stamp)
+    staged = Path(repo) / ".dvc" / "tmp" / f"monitor-{stamp}"
+    try:  # only settled files: hidden, partial and still-arriving ones wait for the next run
+        m = drift_check(repo, stage_files(landing, ready, staged), Path(repo) / "monitoring" / stamp)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
     drifted = bool(m["dataset_drift"] or m.get("embedding_drift"))
     result = {"drift": drifted, "drift_share": m["drift_share"], "embedding_drift_score": m["embedding_drift_score"],
-              "report": f"monitoring/{stamp}/report.html", "retrained": None}
+              "report": f"monitoring/{stamp}/report.html", "retrained": None, "left_in_landing": left}
     if drifted and retrain_on_drift:
         result["retrained"] = retrain(repo)
     return result

@@ -4,14 +4,17 @@
 
 Runs in its own git worktree on a new branch `retrain/<UTC time>`, sharing the repo's DVC
 cache, so the user's workspace is never touched and overlapping runs cannot corrupt each
-other (a second run is also refused by a lock). Good landed files are merged under
-data/<label>/batch-<time>/ in the worktree. The gate (`deepfake_detector.evaluation.gate`) scores the base
-commit's accepted model (champion, fetched with `dvc get` from the DVC cache or remote) and the
-new one (challenger) on the same current test split and decides with a paired bootstrap; the
-decision is committed as reports/retrain/<time>.{json,md}. Only after that commit exists do
-landed files leave landing/ (bad ones to quarantine/<time>/ with rejected.csv, good ones to
-archive/<time>/): on any failure before it, landing/ is as it was, main's data/ is untouched,
-and the worktree and its branch are removed.
+other (a second run is also refused by a lock). Only settled landed files are taken
+(`flows.common.settled_landing`: no hidden, partial or still-changing files; those wait, reported).
+Good ones are merged under data/<label>/batch-<time>/ in the worktree. The gate
+(`deepfake_detector.evaluation.gate`) scores the champion (`flows.champion.find_champion`: the
+base commit's model, or a workspace model built from the same inputs) and the new model on the
+same current test images, less every image either trained on, and decides with a paired bootstrap.
+Whatever the verdict, the branch (data.dvc, dvc.lock, reports/retrain/<time>.{json,md}) is
+committed and pushed, to the git remote `origin` when there is one and to the DVC remote: a
+refused run's data is on its branch, never lost. Only then do landed files leave landing/ (bad
+ones to quarantine/<time>/ with rejected.csv, good ones to archive/<time>/). On any failure
+before that, landing/ is as it was, main's data/ is untouched, and the worktree and branch are removed.
 """
 
 from __future__ import annotations
@@ -24,20 +27,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
-import yaml
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
 from deepfake_detector.params import GateParams, load_params
-from flows.common import FlowError, repo_lock, sh, stage_args, stage_option
+from flows.champion import find_champion, model_and_splits, seen_from_base_splits
+from flows.common import FlowError, repo_lock, settled_landing, sh, stage_files, stage_option
 from flows.pipeline import pipeline
-
-
-
-def model_and_splits(repo: str | Path) -> tuple[str, str]:
-    """Where the train stage reads its splits and writes the model: `dfd train SPLITS MODEL REPORTS` in dvc.yaml."""
-    splits, model = stage_args(repo, "train")[:2]
-    return model, splits
 
 
 @task
@@ -67,11 +63,12 @@ def close_worktree(repo: str, wt: str, branch: str, keep_branch: bool) -> None:
 
 
 @task
-def validate_landing(repo: str, landing: Path, stamp: str) -> tuple[list[str], pd.DataFrame]:
-    """The same GX validation on the landed batch: (accepted paths, rejected rows). Moves nothing."""
+def validate_landing(repo: str, landing: Path, ready: list[str], stamp: str) -> tuple[list[str], pd.DataFrame]:
+    """The same GX validation on the ready landed files: (accepted paths, rejected rows). Moves nothing."""
     scratch = Path(repo) / ".dvc" / "tmp" / f"landing-{stamp}"
     try:
-        sh(["dfd", "validate", str(landing), str(scratch / "clean"), str(scratch / "reports"), "--no-progress",
+        staged = stage_files(landing, ready, scratch / "landed")
+        sh(["dfd", "validate", str(staged), str(scratch / "clean"), str(scratch / "reports"), "--no-progress",
             "--params", str(Path(repo) / "params.yaml")], repo)
         rejected = pd.read_csv(scratch / "reports/rejected.csv")
         accepted = pd.read_csv(scratch / "clean/manifest.csv")["path"].tolist()
@@ -93,31 +90,25 @@ def merge_into_data(worktree: str, landing: Path, accepted: list[str], stamp: st
 
 
 @task
-def fetch_champion(repo: str, base: str, dest: Path) -> tuple[str | None, str | None]:
-    """The base commit's accepted model: (dir, None); (None, None) if the base has no trained model;
-    (None, error) if it has one that cannot be fetched (the gate then refuses, naming the error)."""
-    try:
-        lock = yaml.safe_load(sh(["git", "show", f"{base}:dvc.lock"], repo)) or {}
-    except FlowError:
-        return None, None
-    outs = [o.get("path") for o in ((lock.get("stages") or {}).get("train") or {}).get("outs", [])]
-    model_dir, _ = model_and_splits(repo)
-    if model_dir not in outs:
-        return None, None
-    try:
-        sh(["dvc", "get", repo, model_dir, "--rev", base, "-o", str(dest)], repo)
-    except FlowError as exc:
-        return None, f"dvc get {model_dir} at {base[:10]} failed: {str(exc)[-300:]}"
-    return str(dest), None
+def fetch_champion(repo: str, base: str, dest: Path) -> tuple[str | None, str | None, str | None, set[str] | None]:
+    """(champion dir, error, where it came from, its train/val hashes when the folder lists none)."""
+    from deepfake_detector.data.splits_io import read_seen
+
+    champion, error, source = find_champion(repo, base, dest)
+    seen = None
+    if champion is not None and read_seen(champion) is None:  # a model from before seen_sha256.txt
+        seen = seen_from_base_splits(repo, base, dest.with_name("champion-splits"))
+    return champion, error, source, seen
 
 
 @task
-def run_gate(worktree: str, champion: str | None, champion_error: str | None, g: GateParams) -> dict:
+def run_gate(worktree: str, champion: str | None, champion_error: str | None, g: GateParams,
+             champion_seen: set[str] | None = None) -> dict:
     from deepfake_detector.evaluation.gate import compare
 
     model_dir, splits_dir = model_and_splits(worktree)
     return compare(Path(worktree) / model_dir, champion, Path(worktree) / splits_dir, g,
-                   champion_error=champion_error)
+                   champion_error=champion_error, champion_seen=champion_seen)
 
 
 def _move_all(landing: Path, rels: list[str], dest: Path) -> None:
@@ -152,13 +143,35 @@ def _ensure_remote(repo: str, worktree: str, fallback: str) -> str:
     return "dfd-local"
 
 
-def _report(stamp: str, base: str, record: dict, quarantine: str, diff: str, pdiff: str) -> str:
+@task(retries=2, retry_delay_seconds=1)
+def git_push(repo: str, branch: str) -> str | None:
+    """Push the branch to the git remote `origin` (None when the repo has no such remote: the branch
+    then lives in this repository alone)."""
+    if "origin" not in sh(["git", "remote"], repo).split():
+        return None
+    sh(["git", "push", "-q", "origin", f"{branch}:{branch}"], repo)
+    return "origin"
+
+
+def unmerged_branches(repo: str) -> list[str]:
+    """Earlier retrain branches not merged into HEAD: each holds data that main does not have yet."""
+    out = sh(["git", "branch", "--list", "retrain/*", "--no-merged", "HEAD", "--format=%(refname:short)"], repo)
+    return sorted(out.split())
+
+
+def _report(stamp: str, record: dict, quarantine: str, diff: str, pdiff: str) -> str:
     verdict = "PROMOTED" if record["promoted"] else "NOT PROMOTED"
+    left = "".join(f"\n  - `{x['path']}`: {x['why']}" for x in record["landing_left"])
+    older = "".join(f"\n  - `{b}`" for b in record["unmerged_retrain_branches"])
     return (f"# Retraining {stamp}\n\n**Gate: {verdict}** — {record['reason']}\n\n"
-            f"Champion (base `{base[:10]}`) and challenger were scored on the same current test split "
-            f"(md5 `{record['test_split_md5']}`); machine-readable record: `reports/retrain/{stamp}.json`.\n\n"
-            f"- new images merged: {record['new_images']}\n- quarantined: {record['quarantined']} "
-            f"(`{quarantine}/{stamp}/rejected.csv`, moved once this commit existed)\n\n"
+            f"Champion: {record['champion_source'] or 'none'}. Champion and challenger were scored on the same "
+            f"current test images (split md5 `{record['test_split_md5']}`), less "
+            f"{record['n_excluded_seen_by_champion']} the champion trained on; machine-readable record: "
+            f"`reports/retrain/{stamp}.json`.\n\n"
+            f"- new images merged: {record['new_images']} — **where they are:** {record['data_location']}\n"
+            f"- quarantined: {record['quarantined']} (`{quarantine}/{stamp}/rejected.csv`, moved once this branch "
+            f"was pushed)\n- left in landing for the next run: {len(record['landing_left'])}{left}\n"
+            f"- earlier retrain branches not merged yet: {len(record['unmerged_retrain_branches'])}{older}\n\n"
             f"## Metrics diff (each commit on its own test split: context, not the gate)\n\n{diff or '(no change)'}\n\n"
             f"## Params diff\n\n{pdiff or '(no change)'}\n")
 
@@ -169,24 +182,32 @@ def retrain(repo: str = ".", landing: str | None = None) -> dict:
     repo = str(Path(repo).resolve())
     f = load_params(Path(repo) / "params.yaml").flows
     landing_dir = Path(repo) / (landing or f.landing)
-    if not landing_dir.is_dir() or not any(p.is_file() for p in landing_dir.rglob("*")):
-        raise FlowError(f"nothing to retrain on: landing folder {landing_dir} is missing or empty")
+    ready, left = settled_landing(landing_dir, f.landing_settle_s) if landing_dir.is_dir() else ([], [])
+    if not ready:
+        raise FlowError(f"nothing to retrain on: no settled file in {landing_dir}"
+                        + "".join(f"\n  left: {x['path']}: {x['why']}" for x in left))
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     branch = f"retrain/{stamp}"
     with repo_lock(repo):
         base = sh(["git", "rev-parse", "HEAD"], repo).strip()
-        accepted, rejected = validate_landing(repo, landing_dir, stamp)
+        older = unmerged_branches(repo)
+        accepted, rejected = validate_landing(repo, landing_dir, ready, stamp)
         wt = open_worktree(repo, branch)
         committed = False
         try:
             n_new = merge_into_data(wt, landing_dir, accepted, stamp)
             pipeline(wt)
-            champion, champion_error = fetch_champion(repo, base, Path(wt) / ".dvc/tmp/champion")
-            record = run_gate(wt, champion, champion_error, f.gate)
+            champion, champion_error, source, seen = fetch_champion(repo, base, Path(wt) / ".dvc/tmp/champion")
+            record = run_gate(wt, champion, champion_error, f.gate, seen)
+            remote = _ensure_remote(repo, wt, f.remote)
+            has_origin = "origin" in sh(["git", "remote"], repo).split()
             record.update(stamp=stamp, base_commit=base, branch=branch, new_images=n_new,
-                          quarantined=int(len(rejected)))
+                          quarantined=int(len(rejected)), champion_source=source, landing_left=left,
+                          unmerged_retrain_branches=older,
+                          data_location=(f"branch `{branch}` ({'pushed to git remote origin' if has_origin else 'in this repository; no git remote origin'}"
+                                         f"), images in DVC remote `{remote}` (`git checkout {branch} && dvc pull`)"))
             diff = sh(["dvc", "metrics", "diff", base, "--md"], wt)
-            body = _report(stamp, base, record, f.quarantine, diff, sh(["dvc", "params", "diff", base, "--md"], wt))
+            body = _report(stamp, record, f.quarantine, diff, sh(["dvc", "params", "diff", base, "--md"], wt))
             report = Path(wt) / "reports" / "retrain" / f"{stamp}.md"
             report.parent.mkdir(parents=True, exist_ok=True)
             report.write_text(body)
@@ -194,19 +215,17 @@ def retrain(repo: str = ".", landing: str | None = None) -> dict:
             sh(["git", "add", "data.dvc", "dvc.lock", "reports"], wt)
             sh(["git", "commit", "-q", "-m", f"retrain {stamp}: +{n_new} images, "
                 f"{'promoted' if record['promoted'] else 'NOT promoted'}: {record['reason']}"], wt)
-            committed = True
+            committed = True  # from here on the branch stays, whatever happens next
+            dvc_push(wt, remote)  # whatever the verdict: a refused run's data is on its branch and remote
+            pushed_git = git_push(repo, branch)
             release_landing(landing_dir, accepted, rejected, Path(repo) / f.archive, Path(repo) / f.quarantine, stamp)
-            pushed = False
-            if record["promoted"]:
-                dvc_push(wt, _ensure_remote(repo, wt, f.remote))
-                pushed = True
             create_markdown_artifact(key="retrain-report", markdown=body, description="PR body")
         finally:
             close_worktree(repo, wt, branch, keep_branch=committed)
-    return {"branch": branch, "promoted": record["promoted"], "reason": record["reason"], "pushed": pushed,
-            "new_images": n_new, "quarantined": int(len(rejected)), "gate": record,
-            "report": f"reports/retrain/{stamp}.md (on {branch})", "metrics_diff": diff,
-            "seconds": round(time.perf_counter() - t0, 1)}
+    return {"branch": branch, "promoted": record["promoted"], "reason": record["reason"],
+            "pushed": {"dvc": remote, "git": pushed_git}, "new_images": n_new, "quarantined": int(len(rejected)),
+            "left_in_landing": left, "gate": record, "report": f"reports/retrain/{stamp}.md (on {branch})",
+            "metrics_diff": diff, "seconds": round(time.perf_counter() - t0, 1)}
 
 
 if __name__ == "__main__":

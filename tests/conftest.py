@@ -31,6 +31,7 @@ TINY = {  # params that make every stage take seconds on 2 cores
     "model": {"extra_convs": 1, "generator_width": 8, "latent_dim": 16, "generator_size": 32},  # default backbone
     "train": {"image_size": 32, "epochs": 1, "batch_size": 8, "patience": 3},
     "drift": {"embedding_dims": 4},
+    "flows": {"landing_settle_s": 0},  # files the tests land are complete when written
 }
 
 

@@ -43,3 +43,15 @@ def test_torchrun_two_processes_train_disjoint_shards_and_resume(prepared, tmp_p
     assert [e["epoch"] for e in r0b["epochs"]] == [1] == [e["epoch"] for e in r1b["epochs"]]
     assert r0b["params_sha256"] == r1b["params_sha256"] != r0["params_sha256"]
     assert json.loads((tmp_path / "model/model_card.json").read_text())["epochs_run"] == 2
+
+
+def test_torchrun_with_the_gan_term_off_and_frozen_sync_bn(prepared, tmp_path):
+    """profiles/faces.yaml trains with gan_weight 0: the generator must not sit unused inside DDP."""
+    _torchrun(prepared, tmp_path, write_params(tmp_path / "p.yaml", train={"epochs": 2, "gan_weight": 0.0,
+                                                                          "freeze_bn": True, "sync_bn": True}))
+    r0 = json.loads((tmp_path / "log.json").read_text())
+    r1 = json.loads((tmp_path / "log.rank1.json").read_text())
+    assert [e["epoch"] for e in r0["epochs"]] == [0, 1] == [e["epoch"] for e in r1["epochs"]]
+    assert r0["params_sha256"] == r1["params_sha256"]
+    card = json.loads((tmp_path / "model/model_card.json").read_text())
+    assert card["epochs_run"] == 2 and card["params"]["train"]["gan_weight"] == 0.0

@@ -34,8 +34,53 @@ def _land(project: Path, seed: int, per_class: int = 4, corrupt: bool = True, de
     return landing
 
 
-def test_retrain_makes_a_branch_quarantines_bad_files_and_retries_push(repro_project, monkeypatch):
+def _clone(project: Path, dest: Path) -> Path:
+    """A clone of the project sharing its DVC cache, outputs checked out: a test may change its history."""
+    run(["git", "clone", "-q", str(project), str(dest)], project.parent)
+    run(["dvc", "cache", "dir", "--local", str(project / ".dvc/cache")], dest)
+    run(["dvc", "checkout", "-q"], dest)
+    return dest
+
+
+def _set_params(project: Path, **sections: dict) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    for name, patch in sections.items():
+        params[name].update(patch)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_a_refused_retrain_keeps_its_data_on_the_pushed_branch(repro_project, tmp_path, monkeypatch):
+    """Purpose-made so the gate must refuse: the champion is a frozen-feature probe at 64 px (strong on the
+    demo faces), the challenger trains with learning rate 1e-12 at 32 px (its head stays random). The refused run's branch and images are still
+    pushed (git origin + DVC remote); landed files leave landing/ only after that; hidden, partial and
+    still-arriving files stay in landing/ and are reported; older unmerged retrain branches are listed."""
+    import os
+    import time
+
     import flows.retrain as rt
+    from deepfake_detector.evaluation.baselines import train_probe_lr
+
+    proj = _clone(repro_project, tmp_path / "proj")
+    shutil.rmtree(proj / "artifacts/model")
+    train_probe_lr(proj / "artifacts/splits", proj / "artifacts/model", 64, seed=0)  # writes its seen list too
+    (proj / "artifacts/checkpoints").mkdir(exist_ok=True)  # an uncached out a clone lacks; dvc commit needs it
+    run(["dvc", "commit", "-q", "-f", "train"], proj)
+    _set_params(proj, train={"lr": 1e-12, "lr_backbone": 1e-12}, flows={"landing_settle_s": 3600})
+    run(["git", "commit", "-qam", "purpose-made: strong champion, a challenger that cannot learn"], proj)
+    run(["git", "checkout", "-q", "-b", "retrain/19990101-000000"], proj)  # an earlier run's branch ...
+    run(["git", "commit", "-q", "--allow-empty", "-m", "an earlier refused run"], proj)  # ... not merged
+    run(["git", "checkout", "-q", "main"], proj)
+    run(["git", "init", "-q", "--bare", str(tmp_path / "origin.git")], tmp_path)
+    run(["git", "remote", "set-url", "origin", str(tmp_path / "origin.git")], proj)
+    run(["git", "push", "-q", "origin", "main"], proj)
+
+    landing = _land(proj, seed=7)
+    old = time.time() - 7200
+    for f in landing.rglob("*"):
+        os.utime(f, (old, old))  # settled long ago ...
+    (landing / "fake/.DS_Store").write_bytes(b"finder")
+    (landing / "real/upload.jpg.part").write_bytes(b"half")
+    (landing / "real/arriving.jpg").write_bytes(next((landing / "real").glob("s7_*.jpg")).read_bytes())  # ... not this
 
     calls = {"push": 0}
     real_sh = rt.sh
@@ -48,29 +93,72 @@ def test_retrain_makes_a_branch_quarantines_bad_files_and_retries_push(repro_pro
         return real_sh(cmd, cwd)
 
     monkeypatch.setattr(rt, "sh", flaky_sh)
-    head = run(["git", "rev-parse", "HEAD"], repro_project).stdout.strip()
-    _land(repro_project, seed=7)
-    result = rt.retrain(str(repro_project))
+    head = run(["git", "rev-parse", "HEAD"], proj).stdout.strip()
+    result = rt.retrain(str(proj))
 
-    assert result["promoted"] in (True, False) and result["new_images"] == 8 and result["quarantined"] == 1
+    assert result["promoted"] is False and ("max_drop" in result["reason"] or "worse" in result["reason"]), result
+    assert result["new_images"] == 8 and result["quarantined"] == 1
+    assert calls["push"] == 2 and result["pushed"]["git"] == "origin"  # failed once, retried, pushed anyway
+    record = result["gate"]
+    assert record["champion"]["value"] > 0.9, record  # the purpose-made champion is strong ...
+    assert record["challenger"]["value"] < record["champion"]["value"] - 0.05, record  # ... the refusal earned
+    assert record["champion_source"].startswith("base commit")
+    assert record["n_excluded_seen_by_champion"] == 0 == record["n_excluded_seen_by_challenger"]
+    assert record["unmerged_retrain_branches"] == ["retrain/19990101-000000"]
+    assert {x["path"]: x["why"].split(" ")[0] for x in record["landing_left"]} == {
+        "fake/.DS_Store": "hidden", "real/upload.jpg.part": "partial", "real/arriving.jpg": "modified"}
+    assert result["branch"] in record["data_location"] and "dvc pull" in record["data_location"]
+
+    # landed files left landing/ only now; the unsettled ones are still there for the next run
     stamp = result["branch"].split("/")[1]
-    record = json.loads(run(["git", "show", f"{result['branch']}:reports/retrain/{stamp}.json"],
-                            repro_project).stdout)
-    assert {"promoted", "reason", "metric", "champion", "challenger", "test_split_md5", "ci95"} <= set(record)
-    assert record["champion"]["n_test"] == record["challenger"]["n_test"]  # the same current test images
-    assert (repro_project / "archive" / stamp / "real").is_dir()  # released only after the commit
-    branches = run(["git", "branch", "--list", "retrain/*"], repro_project).stdout
-    assert result["branch"] in branches
-    changed = run(["git", "diff", "--name-only", head, result["branch"]], repro_project).stdout.split()
-    assert "data.dvc" in changed and "dvc.lock" in changed
-    q = next((repro_project / "quarantine").glob("*/rejected.csv"))
+    assert sorted(p.relative_to(landing).as_posix() for p in landing.rglob("*") if p.is_file()) == [
+        "fake/.DS_Store", "real/arriving.jpg", "real/upload.jpg.part"]
+    archived = {p.relative_to(proj / "archive" / stamp).as_posix(): p.read_bytes()
+                for p in (proj / "archive" / stamp).rglob("*") if p.is_file()}
+    assert len(archived) == 8
+    q = next((proj / "quarantine").glob("*/rejected.csv"))
     assert "fake/corrupt.jpg" in q.read_text() and "unreadable" in q.read_text()
-    assert (q.parent / "fake/corrupt.jpg").is_file()
-    assert not any(p.is_file() for p in (repro_project / "landing").rglob("*"))  # all processed
-    assert run(["git", "rev-parse", "HEAD"], repro_project).stdout.strip() == head  # workspace untouched
-    if result["promoted"]:
-        assert calls["push"] == 2 and result["pushed"]  # failed once, retried, flow completed
-        assert any((repro_project.parent / "dfd-remote").rglob("*"))
+    assert run(["git", "rev-parse", "HEAD"], proj).stdout.strip() == head  # workspace untouched
+
+    # the refused run's data: a fresh clone of the git remote + the DVC remote has every landed byte
+    fresh = tmp_path / "fresh"
+    run(["git", "clone", "-q", "--branch", result["branch"], str(tmp_path / "origin.git"), str(fresh)], tmp_path)
+    body = (fresh / "reports/retrain" / f"{stamp}.md").read_text()
+    assert "NOT PROMOTED" in body and result["branch"] in body and "retrain/19990101-000000" in body
+    run(["dvc", "remote", "add", "-d", "store", str(tmp_path / "dfd-remote")], fresh)
+    run(["dvc", "pull", "-q", "data.dvc"], fresh)
+    batch = {p.relative_to(fresh / "data").as_posix().replace(f"/batch-{stamp}", ""): p.read_bytes()
+             for p in (fresh / "data").rglob("*") if p.is_file() and f"batch-{stamp}" in p.as_posix()}
+    assert batch == archived
+
+
+def test_a_champion_missing_from_every_cache_is_replaced_by_a_workspace_model_built_from_the_same_inputs(
+        repro_project, tmp_path):
+    """A fresh clone on another CPU: `make repro` rebuilds the model with other bytes than main's dvc.lock
+    names, and main's model is in no cache. The workspace model stands in, and the record says so; a
+    workspace model from other inputs does not, and the refusal names the fix."""
+    from flows.champion import find_champion
+
+    proj = _clone(repro_project, tmp_path / "proj")
+    real_lock = (proj / "dvc.lock").read_text()
+    lock = yaml.safe_load(real_lock)
+    out = next(o for o in lock["stages"]["train"]["outs"] if o["path"] == "artifacts/model")
+    out["md5"] = "0" * 32 + ".dir"  # a model that no cache or remote holds
+    (proj / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+    run(["git", "commit", "-qam", "main's lock, made on another CPU"], proj)
+    base = run(["git", "rev-parse", "HEAD"], proj).stdout.strip()
+    (proj / "dvc.lock").write_text(real_lock)  # what `dvc repro` wrote here
+
+    champion, error, source = find_champion(str(proj), base, tmp_path / "champion")
+    assert error is None and source.startswith("workspace artifacts/model") and "no DVC cache" in source
+    assert (Path(champion) / "detector.pt").read_bytes() == (proj / "artifacts/model/detector.pt").read_bytes()
+
+    other = yaml.safe_load(real_lock)
+    other["stages"]["train"]["params"]["params.yaml"]["train"]["lr"] = 0.5  # built with other params
+    (proj / "dvc.lock").write_text(yaml.safe_dump(other, sort_keys=False))
+    champion, error, source = find_champion(str(proj), base, tmp_path / "champion2")
+    assert champion is None and source is None
+    assert "train: params" in error and "dvc pull" in error and "commit the new dvc.lock" in error
 
 
 def _tree_bytes(root: Path) -> dict[str, bytes]:
@@ -121,7 +209,8 @@ def test_gate_scores_champion_and_challenger_on_the_same_images(prepared, tmp_pa
     (worse / "spectrum.json").write_text(json.dumps({**cfg, "coef": [-c for c in cfg["coef"]],
                                                      "intercept": -cfg["intercept"]}))
     same = compare(champion, champion, prepared / "splits", g)
-    assert same["promoted"] and same["ci95"]["difference"] == 0 and same["champion"]["n_test"] == 20
+    n_test = len((prepared / "splits/test.csv").read_text().splitlines()) - 1
+    assert same["promoted"] and same["ci95"]["difference"] == 0 and same["champion"]["n_test"] == n_test
     assert same["challenger"]["value"] == same["champion"]["value"] and len(same["test_split_md5"]) == 32
     assert same["champion"]["value"] > 0.8, same  # else "inverted" below would not be clearly worse
     refused = compare(worse, champion, prepared / "splits", g)
@@ -131,6 +220,23 @@ def test_gate_scores_champion_and_challenger_on_the_same_images(prepared, tmp_pa
     assert first["promoted"] and "no champion" in first["reason"] and first["champion"] is None
     broken = compare(champion, tmp_path / "missing", prepared / "splits", g)
     assert broken["promoted"] is False and "champion could not be scored" in broken["reason"]
+
+    # a champion that trained on 7 of today's test images is never scored on them (nor is the challenger)
+    import pandas as pd
+
+    test = pd.read_csv(prepared / "splits/test.csv", dtype=str)
+    seen = tmp_path / "seen"
+    shutil.copytree(champion, seen)
+    with (seen / "seen_sha256.txt").open("a") as fh:
+        fh.writelines(h + "\n" for h in test["sha256"].iloc[:7])
+    fair = compare(champion, seen, prepared / "splits", g)
+    assert fair["n_excluded_seen_by_champion"] == 7 and fair["n_excluded_seen_by_challenger"] == 0
+    assert fair["champion"]["n_test"] == fair["challenger"]["n_test"] == len(test) - 7 == fair["n_test_split"] - 7
+    (seen / "seen_sha256.txt").unlink()  # a champion that cannot say what it trained on is refused ...
+    unknown = compare(champion, seen, prepared / "splits", g)
+    assert unknown["promoted"] is False and "lists no training images" in unknown["reason"]
+    given = compare(champion, seen, prepared / "splits", g, champion_seen=set(test["sha256"].iloc[:3]))
+    assert given["n_excluded_seen_by_champion"] == 3  # ... unless the caller knows (its base commit's splits)
 
 
 def test_gate_refuses_nan_and_missing_metrics():

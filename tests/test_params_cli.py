@@ -124,3 +124,40 @@ def test_a_missing_key_is_an_error_that_names_it(tmp_path):
     with pytest.raises(ParamsError, match=r"train\.augment\.jpeg_prob: Field required") as err:
         load_params(path)
     assert "flows.retrain_cron: Field required" in str(err.value)
+
+
+def test_two_sources_with_groups_keep_source_and_group_through_validation_and_split(tmp_path):
+    """`dfd data import --source/--groups` twice: per-source validation counts; a video's real and
+    fake crops share a split."""
+    import pandas as pd
+
+    from deepfake_detector.data.demo import make_demo
+    from deepfake_detector.data.split import split
+    from deepfake_detector.data.validate import validate
+
+    make_demo(tmp_path / "a", per_class=6, seed=1)
+    make_demo(tmp_path / "d", per_class=6, seed=2)
+    rows = [{"path": f"{lab}/{p.name}", "label": lab, "video": f"v{i}"}
+            for lab in ("real", "fake") for i, p in enumerate(sorted((tmp_path / "d" / lab).iterdir()))]
+    pd.DataFrame(rows).to_csv(tmp_path / "groups.csv", index=False)
+    data = tmp_path / "data"
+    result = CliRunner().invoke(app, ["data", "import", str(tmp_path / "a"), str(data), "--source", "src-a"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(app, ["data", "import", str(tmp_path / "d"), str(data), "--source", "src-d",
+                                      "--groups", str(tmp_path / "groups.csv")])
+    assert result.exit_code == 0, result.output
+    meta = pd.read_csv(data / "metadata.csv", keep_default_na=False)
+    assert len(meta) == 24 and set(meta["source"]) == {"src-a", "src-d"}
+    assert set(meta.loc[meta["source"] == "src-d", "group"]) == {f"src-d/v{i}" for i in range(6)}
+
+    p = load_params(REPO / "params.yaml", {"validate": {"min_size": 16, "label_issue": {"features": "cheap"}},
+                                           "split": {"val": 0.3, "test": 0.3}})
+    metrics = validate(data, tmp_path / "clean", tmp_path / "rv", p.validate_, p.seed, progress=False)
+    assert metrics["by_source"]["src-a"]["kept"] == 12 and metrics["by_source"]["src-d"]["kept"] == 12
+    manifest = pd.read_csv(tmp_path / "clean/manifest.csv", keep_default_na=False)
+    assert set(manifest["source"]) == {"src-a", "src-d"} and (manifest["group"] != "").sum() == 12
+    split(tmp_path / "clean", tmp_path / "splits", tmp_path / "rs", p.split, p.seed)
+    parts = pd.concat([pd.read_csv(tmp_path / f"splits/{s}.csv", keep_default_na=False).assign(split=s)
+                       for s in ("train", "val", "test")])
+    videos = parts[parts["group"] != ""].groupby("group")
+    assert len(videos) == 6 and (videos["label"].nunique() == 2).all() and (videos["split"].nunique() == 1).all()

@@ -77,6 +77,40 @@ def test_resume_after_a_kill_ends_where_an_uninterrupted_run_ends(prepared, tmp_
     steps = json.loads((killed / "reports/metrics.json").read_text())["step"]
     assert steps == json.loads((tmp_path / "full/reports/metrics.json").read_text())["step"]
 
+    # --resume with other params or other data refuses, naming what differs; epochs may grow
+    other = load_params(write_params(tmp_path / "lr.yaml", train={"epochs": 3, "patience": 5, "lr": 0.005}))
+    with pytest.raises(CheckpointError, match=r"train\.lr: 0\.001 in the checkpoint, 0\.005 now"):
+        train(splits, killed / "model", killed / "reports", other, ckpt_dir=killed / "ckpt", progress=False, resume=True)
+    fewer = tmp_path / "fewer"
+    fewer.mkdir()
+    for name in ("train", "val", "test"):
+        lines = (splits / f"{name}.csv").read_text().splitlines(keepends=True)
+        (fewer / f"{name}.csv").write_text("".join(lines[:-1] if name == "train" else lines))
+    (fewer / "root.txt").write_text(str((prepared / "clean").resolve()) + "\n")
+    with pytest.raises(CheckpointError, match="data: the train/val split rows differ"):
+        train(fewer, killed / "model", killed / "reports", p, ckpt_dir=killed / "ckpt", progress=False, resume=True)
+    longer = load_params(write_params(tmp_path / "longer.yaml", train={"epochs": 4, "patience": 5}))
+    assert train(splits, killed / "model", killed / "reports", longer, ckpt_dir=killed / "ckpt", progress=False,
+                 resume=True)["epochs_run"] == 4
+
+
+def test_sync_batchnorm_keeps_frozen_backbone_bn_frozen(tmp_path):
+    """SyncBatchNorm replaces BN modules: the frozen list must name the new ones (their running stats stay)."""
+    from deepfake_detector.model.models import backbone_batchnorms, keep_frozen_eval
+    from deepfake_detector.model.train import build_trainable_detector
+
+    p = load_params(write_params(tmp_path / "p.yaml", train={"freeze_bn": True, "sync_bn": True}))
+    D, frozen, _ = build_trainable_detector(p, torch.device("cpu"), sync_bn=True)
+    bns = backbone_batchnorms(D)
+    assert bns and all(isinstance(m, torch.nn.SyncBatchNorm) for m in bns)
+    in_model = {id(m) for m in D.modules()}
+    assert all(id(m) in in_model for m in frozen), "frozen list points at modules no longer in the model"
+    before = [m.running_mean.clone() for m in bns]
+    D.train()
+    keep_frozen_eval(frozen)
+    D(torch.rand(4, 3, 32, 32))  # no process group: SyncBatchNorm computes like BatchNorm here
+    assert all(torch.equal(a, m.running_mean) for a, m in zip(before, bns))
+
 
 def test_training_writes_the_artifacts_and_reports(prepared):
     card = json.loads((prepared / "model/model_card.json").read_text())

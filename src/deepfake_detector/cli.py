@@ -49,12 +49,16 @@ def data_demo(out: Path = typer.Argument(Path("data")), per_class: int = 160, se
 
 
 @data_app.command("import")
-def data_import(src: Path, dest: Path = typer.Argument(Path("data"))) -> None:
+def data_import(src: Path, dest: Path = typer.Argument(Path("data")),
+                source: str = typer.Option(None, help="source name: files go to DEST/<label>/NAME/, recorded in "
+                                                      "DEST/metadata.csv"),
+                groups: Path = typer.Option(None, help="CSV: path (relative to SRC) + a group column, e.g. video"),
+                group_column: str = typer.Option(None, help="the group column of --groups (default: the only one)")) -> None:
     """Copy a labelled dataset (real/+fake/, Kaggle 140k, ciplab) into DEST, bytes and names kept."""
     from .data.importer import ImportLayoutError, import_dataset
 
     try:
-        _show(import_dataset(src, dest))
+        _show(import_dataset(src, dest, source, groups, group_column))
     except ImportLayoutError as exc:
         _fail(exc)
     console.print(f"next: dvc add {dest}")
@@ -108,7 +112,7 @@ def train(splits: Path, model: Path, reports: Path, params: Path = PARAMS,
     try:
         card = run(splits, model, reports, p, ckpt_dir=checkpoints, resume=resume, dry_run=dry_run,
                    progress=progress, run_log=run_log, log_seen=log_seen, cache_dir=cache_dir)
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:  # CheckpointError (resume refused) included
         _fail(exc)
     if "val_metrics" in card:  # rank 0 (ranks > 0 only write their run log)
         _show({"best_epoch": card["best_epoch"], "val": card["val_metrics"]})

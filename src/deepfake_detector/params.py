@@ -108,6 +108,7 @@ class GateParams(_Strict):
 
 class FlowParams(_Strict):
     landing: str  # new labelled images arrive here: landing/real, landing/fake
+    landing_settle_s: float = Field(ge=0)  # files modified more recently are still arriving: left for the next run
     quarantine: str  # rejected landed files are moved here, with the reasons
     archive: str  # merged landed files are moved here
     remote: str  # DVC remote when none is configured (a directory or s3://...)

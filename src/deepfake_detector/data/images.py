@@ -78,6 +78,25 @@ def source_of(path: str | Path) -> str:
     return name.split("__", 1)[0] if "__" in name else "unknown"
 
 
+METADATA_FILE = "metadata.csv"  # data/metadata.csv: path (relative to data/), source, group (dfd data import)
+
+
+def read_metadata(root: str | Path) -> "pd.DataFrame":
+    """Per-file metadata of a data folder, indexed by path: source and group (empty when unknown).
+
+    Written by `dfd data import --source/--groups`; a folder without the file has none."""
+    import pandas as pd
+
+    path = Path(root) / METADATA_FILE
+    if not path.is_file():
+        return pd.DataFrame(columns=["source", "group"], index=pd.Index([], name="path"), dtype=str)
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = {"path", "source", "group"} - set(frame.columns)
+    if missing:
+        raise DataLayoutError(f"{path}: missing column(s) {sorted(missing)}; expected path,source,group")
+    return frame.drop_duplicates("path", keep="last").set_index("path")[["source", "group"]]
+
+
 def to_tensor(img: Image.Image, size: int):
     """RGB image -> uint8 torch tensor (3, size, size), resized like load_rgb."""
     import torch

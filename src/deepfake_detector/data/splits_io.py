@@ -39,6 +39,26 @@ def split_version(splits_dir: str | Path, names: tuple[str, ...] = ("train", "va
     return h.hexdigest()
 
 
+SEEN_FILE = "seen_sha256.txt"  # in every model folder: the images its training saw (train + val)
+
+
+def write_seen(model_dir: str | Path, splits_dir: str | Path, names: tuple[str, ...] = ("train", "val")) -> int:
+    """Store, with a model, the sha256 of every image it was trained or selected on (sorted, one per
+    line), so that a later gate never scores it on them. Returns how many."""
+    hashes = sorted({h for name in names
+                     for h in pd.read_csv(Path(splits_dir) / f"{name}.csv", dtype=str).get("sha256", pd.Series(dtype=str))
+                     if isinstance(h, str) and h})
+    Path(model_dir).mkdir(parents=True, exist_ok=True)
+    (Path(model_dir) / SEEN_FILE).write_text("".join(h + "\n" for h in hashes))
+    return len(hashes)
+
+
+def read_seen(model_dir: str | Path) -> set[str] | None:
+    """The images a model saw in training (write_seen), or None when the folder carries no list."""
+    path = Path(model_dir) / SEEN_FILE
+    return set(path.read_text().split()) if path.is_file() else None
+
+
 def read_folder(folder: str | Path) -> pd.DataFrame:
     """A labelled folder (real/, fake/) as a split-like frame; unlabelled files get label ''."""
     from .images import iter_labelled_files, source_of

@@ -33,11 +33,11 @@ from tqdm import tqdm
 from .filemeta import CACHED_KEYS, read_files
 from .gx_suite import REASONS, run_suite
 from .hashing import components, near_pairs
-from .images import CONVERTIBLE_MODES, GRAYSCALE_MODES, iter_labelled_files, source_of
+from .images import CONVERTIBLE_MODES, GRAYSCALE_MODES, iter_labelled_files, read_metadata, source_of
 from .label_issues import embed_files, find_label_issues, thumbnails_html
 from ..params import ValidateParams
 
-MANIFEST_COLUMNS = ["path", "label", "sha256", "format", "mode", "width", "height", "bytes", "phash", "source"]
+MANIFEST_COLUMNS = ["path", "label", "sha256", "format", "mode", "width", "height", "bytes", "phash", "source", "group"]
 def decode_version(p: ValidateParams) -> str:
     """What a cached per-file result depends on besides the bytes: the decode code and its params.
 
@@ -104,7 +104,10 @@ def collect_metadata(data_dir: Path, p: ValidateParams, cache_path: Path | None 
         rows.append({**row, **rec, **meta})
     _save_cache(cache_path, used)
     frame = pd.DataFrame(rows, columns=["path", "label", "is_symlink", "bytes", "sha256", *CACHED_KEYS])
-    frame["source"] = frame["path"].map(source_of)
+    meta = read_metadata(data_dir)  # `dfd data import --source/--groups`; else the file-name convention
+    source = frame["path"].map(meta["source"]).fillna("")
+    frame["source"] = source.where(source != "", frame["path"].map(source_of))
+    frame["group"] = frame["path"].map(meta["group"]).fillna("")
     return frame, stats
 
 
@@ -213,6 +216,10 @@ def validate(data_dir: str | Path, clean_dir: str | Path, report_dir: str | Path
         "rejected": int(len(rejected)),
         "rejected_by_reason": {r: int((frame["reason"] == r).sum()) for r in REASONS},
         "kept_by_label": {lab: int((kept["label"] == lab).sum()) for lab in ("real", "fake")},
+        "by_source": {src: {"total": int((frame["source"] == src).sum()), "kept": int((kept["source"] == src).sum()),
+                            **{lab: int(((kept["source"] == src) & (kept["label"] == lab)).sum())
+                               for lab in ("real", "fake")}}
+                      for src in sorted(frame["source"].unique())},
         "label_issue_candidates": int(len(candidates)),
         "label_issue_features": ("pretrained embeddings" if embeddings is not None else
                                  "cheap colour/spectrum features" + (" (fallback: no pretrained weights)"

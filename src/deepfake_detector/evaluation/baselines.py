@@ -18,7 +18,7 @@ from pathlib import Path
 from .metrics import binary_metrics, choose_threshold
 from ..params import Params, merge
 from ..serving.scoring import SPECTRUM_LR_BINS, SpectrumScorer, spectrum_features
-from ..data.splits_io import read_split
+from ..data.splits_io import read_split, write_seen
 from ..model.tensorcache import decode_all
 
 CNN_BASELINES = {
@@ -59,6 +59,7 @@ def train_spectrum_lr(splits_dir: Path, out_dir: Path, size: int, seed: int) -> 
         "mean": scaler.mean_.tolist(), "scale": scaler.scale_.tolist(),
         "coef": lr.coef_[0].tolist(), "intercept": float(lr.intercept_[0]),
     }, indent=1))
+    write_seen(out_dir, splits_dir)
     return binary_metrics(yva, pva, thr)
 
 
@@ -74,6 +75,7 @@ def train_probe_lr(splits_dir: Path, out_dir: Path, size: int, seed: int) -> dic
     pva = lr.predict_proba(scaler.transform(frozen_features(xva[okva], size)))[:, 1]
     thr = choose_threshold(yva, pva)
     ProbeScorer.save(out_dir, size, thr, scaler, lr)
+    write_seen(out_dir, splits_dir)
     return binary_metrics(yva, pva, thr)
 
 

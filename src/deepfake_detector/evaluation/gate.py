@@ -3,7 +3,10 @@
     dfd gate --champion old/model --challenger artifacts/model --splits artifacts/splits --out gate.json
 
 The accepted model (champion) and the new one (challenger) are scored on the *current* test split
-(the same images, so the comparison is paired). The difference challenger - champion of
+(the same images, so the comparison is paired), less every image either model saw in training:
+each model folder lists them (`seen_sha256.txt`, written by train and baselines), or the caller
+passes the champion's train/val hashes; a champion with neither is refused, never scored on what
+it may have learned. The record counts the excluded images (`n_excluded_seen_by_champion`). The difference challenger - champion of
 `flows.gate.metric` gets a 95 % paired bootstrap interval (1,000 resamples, fixed seed). The
 challenger is refused when
 - its metric is NaN or missing (e.g. a one-class test split), or it could not be scored;
@@ -79,14 +82,32 @@ def decide(g: GateParams, challenger: dict, champion: dict | None, paired: dict 
 
 
 def compare(challenger_dir: str | Path, champion_dir: str | Path | None, splits_dir: str | Path, g: GateParams,
-            seed: int = 0, champion_error: str | None = None) -> dict:
-    """Score both models on splits_dir/test.csv; return the JSON-ready gate record."""
+            seed: int = 0, champion_error: str | None = None, champion_seen: set[str] | None = None) -> dict:
+    """Score both models on splits_dir/test.csv less the images either saw; return the JSON-ready record.
+
+    champion_seen: sha256 of the champion's train/val images when its folder carries no list."""
     from .evaluate import score_frame
     from ..serving.scoring import load_scorer
-    from ..data.splits_io import read_split
+    from ..data.splits_io import read_seen, read_split
 
     test_csv = Path(splits_dir) / "test.csv"
     frame = read_split(splits_dir, "test")
+    if "sha256" not in frame:
+        raise ValueError(f"{test_csv} has no sha256 column: re-run `dfd split` so seen images can be excluded")
+    n_seen = {"challenger": 0, "champion": 0}
+    seen_new = read_seen(challenger_dir) or set()
+    n_seen["challenger"] = int(frame["sha256"].isin(seen_new).sum())  # 0 by construction (content-keyed split)
+    drop = frame["sha256"].isin(seen_new)
+    if champion_dir is not None and champion_error is None:
+        seen_old = read_seen(champion_dir)
+        seen_old = champion_seen if seen_old is None else seen_old
+        if seen_old is None:
+            champion_error = (f"{champion_dir} lists no training images (seen_sha256.txt) and none were given: "
+                              "cannot exclude them from the test set")
+        else:
+            n_seen["champion"] = int(frame["sha256"].isin(seen_old).sum())
+            drop |= frame["sha256"].isin(seen_old)
+    frame = frame[~drop].reset_index(drop=True)
     y_all = frame["y"].to_numpy()
 
     def score(model_dir: str | Path) -> tuple[dict, np.ndarray, np.ndarray, float]:
@@ -114,4 +135,6 @@ def compare(challenger_dir: str | Path, champion_dir: str | Path | None, splits_
     return {"promoted": promoted, "reason": reason, "metric": g.metric, "challenger": challenger,
             "champion": champion, "champion_error": champion_error,
             "test_split_md5": hashlib.md5(test_csv.read_bytes()).hexdigest(), "ci95": paired,
+            "n_test_split": int(len(frame) + drop.sum()), "n_excluded_seen_by_champion": n_seen["champion"],
+            "n_excluded_seen_by_challenger": n_seen["challenger"],
             "thresholds": {"max_drop": g.max_drop, "max_f1_drop": g.max_f1_drop}}

@@ -23,6 +23,42 @@ class CheckpointError(RuntimeError):
     """A model file is missing, not a torch checkpoint, tampered, or from another model."""
 
 
+# Settings a resumed run may change: they extend or place the run, they do not change what was learned so far.
+RESUME_FREE = frozenset({"train.epochs", "train.patience", "train.threads", "train.device", "train.cache_ram_gb",
+                         "train.ddp_backend"})
+
+
+def run_fingerprint(params: dict[str, Any], data_sha256: str) -> dict[str, Any]:
+    """What last.pt must match to be resumed: the flattened seed/model/train params (less RESUME_FREE)
+    and the digest of the train/val split rows (splits_io.split_version)."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, obj: Any) -> None:
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        elif prefix not in RESUME_FREE:
+            flat[prefix] = list(obj) if isinstance(obj, tuple) else obj
+
+    walk("", {k: params[k] for k in ("seed", "model", "train")})
+    return {"params": flat, "data_sha256": data_sha256}
+
+
+def check_resume(saved: dict[str, Any] | None, now: dict[str, Any], path: Path) -> None:
+    """Refuse to continue a checkpoint made with other params or data, naming what differs."""
+    if saved is None:
+        raise CheckpointError(f"{path} carries no params/data fingerprint (made before resume checks): cannot tell "
+                              "what it was trained on; delete it or train without --resume")
+    diffs = [f"{k}: {saved['params'].get(k)!r} in the checkpoint, {now['params'].get(k)!r} now"
+             for k in sorted(set(saved["params"]) | set(now["params"])) if saved["params"].get(k) != now["params"].get(k)]
+    if saved["data_sha256"] != now["data_sha256"]:
+        diffs.append(f"data: the train/val split rows differ (checkpoint {saved['data_sha256'][:12]}, "
+                     f"now {now['data_sha256'][:12]})")
+    if diffs:
+        raise CheckpointError(f"cannot resume {path}: it was made with other settings or data; "
+                              + "; ".join(diffs) + ". Delete it or train without --resume")
+
+
 def safe_load(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():

@@ -93,13 +93,17 @@ def barrier(d: Dist) -> None:
         dist.barrier()
 
 
-def wrap(module: torch.nn.Module, d: Dist, sync_bn: bool) -> torch.nn.Module:
+def sync_batchnorm(module: torch.nn.Module, convert: bool) -> torch.nn.Module:
+    """SyncBatchNorm in place of every BN module when convert (train.sync_bn under torchrun on CUDA).
+    It replaces modules: call it before keeping references to any BN module (the frozen list)."""
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module) if convert else module
+
+
+def wrap(module: torch.nn.Module, d: Dist) -> torch.nn.Module:
     """DDP around module when distributed. BN: per-rank batch statistics with rank 0's running
-    statistics broadcast each step (DDP's default), or SyncBatchNorm with sync_bn on CUDA."""
+    statistics broadcast each step (DDP's default), unless sync_batchnorm converted them first."""
     if not d.enabled:
         return module
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    if sync_bn and d.device.type == "cuda":
-        module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
     return DDP(module, device_ids=[d.device.index] if d.device.type == "cuda" else None)

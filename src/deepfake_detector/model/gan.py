@@ -48,13 +48,14 @@ class GanStep(torch.nn.Module):
     call them real (minimax GAN).
     """
 
-    def __init__(self, detector: torch.nn.Module, generator: torch.nn.Module, size: int) -> None:
+    def __init__(self, detector: torch.nn.Module, generator: torch.nn.Module | None, size: int) -> None:
+        """generator None: the GAN term is off (then no generator parameter sits unused under DDP)."""
         super().__init__()
         self.D, self.G, self.size = detector, generator, size
 
     def forward(self, x: torch.Tensor, z: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         logit = self.D(x).float()  # (B,)
-        if z is None:
+        if z is None or self.G is None:
             return logit, None
         fake = self.G(z)  # (n_gen, 3, generator_size, generator_size)
         if fake.shape[-1] != self.size:  # a 64 px generator feeds any input size

@@ -25,16 +25,16 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .augment import augment, jpeg_cpu
-from .checkpoint import safe_load, save_detector
+from .checkpoint import check_resume, run_fingerprint, safe_load, save_detector
 from .factory import build_detector
 from .gan import GanStep
-from .distributed import Dist, barrier, rank0_decides, setup, shard, teardown, wrap
+from .distributed import Dist, barrier, rank0_decides, setup, shard, sync_batchnorm, teardown, wrap
 from ..evaluation.metrics import binary_metrics, choose_threshold
 from .models import (Generator, WeightedBCELoss, backbone_batchnorms, class_weights_from_counts,
                      freeze_early, keep_frozen_eval)
 from ..params import Params
 from ..serving.scoring import predict_proba
-from ..data.splits_io import read_split, split_version
+from ..data.splits_io import read_split, split_version, write_seen
 from .tensorcache import decode_all
 
 __all__ = ["Trainer", "train"]
@@ -48,6 +48,32 @@ def warmup_cosine(warmup_steps: int, total_steps: int):
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
     return factor
+
+
+def build_trainable_detector(p: Params, device: torch.device, sync_bn: bool = False
+                             ) -> tuple[torch.nn.Module, list, dict | None]:
+    """(detector on device, its frozen modules, pretrained-weights info). SyncBatchNorm (sync_bn: train.sync_bn
+    under torchrun on CUDA) replaces BN modules, so it comes before the frozen list: frozen BN stays frozen."""
+    m, t = p.model, p.train
+    D = build_detector(m.detector_config(), pretrained=m.pretrained)
+    info = D.pretrained_info
+    D = sync_batchnorm(D, sync_bn)
+    frozen = freeze_early(D, t.freeze_blocks)
+    if m.pretrained and t.freeze_bn:  # small-data fine-tuning: BN stats lagging fast-moving weights
+        frozen += backbone_batchnorms(D)  # made eval-mode scores differ from train-mode ones
+    # channels-last: 2x faster depthwise/3x3 convs on CPU (oneDNN) as on CUDA
+    return D.to(device, memory_format=torch.channels_last), frozen, info
+
+
+def make_optimizers(D: torch.nn.Module, G: torch.nn.Module, p: Params) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+    """AdamW for D (pretrained layers at lr_backbone, new layers at lr), Adam(0.5, 0.999) for G."""
+    t = p.train
+    backbone = {id(q) for q in D.backbone_parameters()} if p.model.pretrained else set()
+    trainable = [q for q in D.parameters() if q.requires_grad]
+    groups = [{"params": [q for q in trainable if id(q) in backbone], "lr": t.lr_backbone},
+              {"params": [q for q in trainable if id(q) not in backbone], "lr": t.lr}]
+    opt_d = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=t.weight_decay)
+    return opt_d, torch.optim.Adam(G.parameters(), lr=t.lr_generator, betas=(0.5, 0.999))
 
 
 @dataclass
@@ -64,9 +90,11 @@ class Trainer:
     def __init__(self, p: Params, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor,
                  val_y: np.ndarray, model_dir: Path, ckpt_dir: Path, report_dir: Path, device: torch.device,
                  progress: bool = True, max_batches: int | None = None, rows: np.ndarray | None = None,
-                 dist: Dist | None = None, log_seen: bool = False) -> None:
+                 dist: Dist | None = None, log_seen: bool = False, fingerprint: dict | None = None) -> None:
         """rows: the usable rows of train_x/train_y (all by default); train_x may be a memory-mapped cache.
-        dist: this process's rank when launched by torchrun (see distributed.py)."""
+        dist: this process's rank when launched by torchrun (see distributed.py).
+        fingerprint: params + data digest stored in last.pt; --resume refuses a checkpoint with another."""
+        self.fingerprint = fingerprint
         self.dist = dist or Dist(device=device)
         self.p, self.t, self.device = p, p.train, device
         self.train_x, self.val_x, self.val_y = train_x, val_x, val_y
@@ -77,21 +105,12 @@ class Trainer:
         self.progress = progress and self.dist.main
         torch.manual_seed(p.seed)
         m = p.model
-        self.D = build_detector(m.detector_config(), pretrained=m.pretrained)
-        self.pretrained = self.D.pretrained_info
-        self.frozen = freeze_early(self.D, self.t.freeze_blocks)
-        if m.pretrained and self.t.freeze_bn:  # small-data fine-tuning: BN stats lagging fast-moving weights
-            self.frozen += backbone_batchnorms(self.D)  # made eval-mode scores differ from train-mode ones
-        self.G = Generator(m.latent_dim, m.generator_width, m.generator_size)
-        # channels-last: 2x faster depthwise/3x3 convs on CPU (oneDNN) as on CUDA
-        self.D, self.G = self.D.to(device, memory_format=torch.channels_last), self.G.to(device)
-        self.step = wrap(GanStep(self.D, self.G, self.t.image_size), self.dist, self.t.sync_bn)
-        backbone = {id(q) for q in self.D.backbone_parameters()} if m.pretrained else set()
-        trainable = [q for q in self.D.parameters() if q.requires_grad]
-        groups = [{"params": [q for q in trainable if id(q) in backbone], "lr": self.t.lr_backbone},
-                  {"params": [q for q in trainable if id(q) not in backbone], "lr": self.t.lr}]
-        self.opt_d = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=self.t.weight_decay)
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=self.t.lr_generator, betas=(0.5, 0.999))
+        self.D, self.frozen, self.pretrained = build_trainable_detector(
+            p, device, sync_bn=self.t.sync_bn and self.dist.enabled and device.type == "cuda")
+        self.G = Generator(m.latent_dim, m.generator_width, m.generator_size).to(device)
+        # the generator joins the DDP-wrapped step only when it is used: DDP needs every parameter in the loss
+        self.step = wrap(GanStep(self.D, self.G if self.t.gan_weight > 0 else None, self.t.image_size), self.dist)
+        self.opt_d, self.opt_g = make_optimizers(self.D, self.G, p)
         self.steps_per_epoch = max(1, len(self._batches(shard(self.rows, self.dist))))
         if max_batches:
             self.steps_per_epoch = min(self.steps_per_epoch, max_batches)
@@ -174,11 +193,13 @@ class Trainer:
         tmp = path.with_suffix(".tmp")
         torch.save({"D": self.D.state_dict(), "G": self.G.state_dict(), "opt_d": self.opt_d.state_dict(),
                     "opt_g": self.opt_g.state_dict(), "sched": self.sched.state_dict(),
-                    "state": asdict(self.state)}, tmp)
+                    "state": asdict(self.state), "fingerprint": self.fingerprint}, tmp)
         os.replace(tmp, path)  # a kill mid-save never leaves a half-written checkpoint
 
     def _load_checkpoint(self, path: Path) -> None:
         ckpt = safe_load(path)
+        if self.fingerprint is not None:
+            check_resume(ckpt.get("fingerprint"), self.fingerprint, path)
         self.D.load_state_dict(ckpt["D"]), self.G.load_state_dict(ckpt["G"])
         self.opt_d.load_state_dict(ckpt["opt_d"]), self.opt_g.load_state_dict(ckpt["opt_g"])
         self.sched.load_state_dict(ckpt["sched"])
@@ -308,7 +329,8 @@ def train(splits_dir: str | Path, model_dir: str | Path, report_dir: str | Path,
         decode_s = time.perf_counter() - t0
         trainer = Trainer(p, train_x, train_y, val_x, val_y, model_dir, ckpt_dir, report_dir, device, progress,
                           max_batches=2 if dry_run else None, rows=np.flatnonzero(ok_tr), dist=d,
-                          log_seen=log_seen)
+                          log_seen=log_seen,
+                          fingerprint=run_fingerprint(p.model_dump(by_alias=True), split_version(splits_dir)))
         t1 = time.perf_counter()
         state = trainer.fit(resume=resume, stop_after=stop_after)
         fit_s = time.perf_counter() - t1
@@ -345,4 +367,5 @@ def train(splits_dir: str | Path, model_dir: str | Path, report_dir: str | Path,
         "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__},
     }
     (model_dir / "model_card.json").write_text(json.dumps(card, indent=2, default=float) + "\n")
+    write_seen(model_dir, splits_dir)  # the gate never scores this model on its own training images
     return card | {"run": run}
