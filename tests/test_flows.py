@@ -172,7 +172,7 @@ def test_a_pipeline_failure_mid_run_loses_no_landed_byte(repro_project):
 
     run(["git", "checkout", "-q", "-b", "broken-train"], repro_project)
     params = yaml.safe_load((repro_project / "params.yaml").read_text())
-    params["train"]["device"] = "cuda"  # no GPU here: the train stage fails mid-pipeline
+    params["model"]["pretrained"] = "no-such-weights.pt"  # train fails mid-pipeline, on any machine, GPU or not
     (repro_project / "params.yaml").write_text(yaml.safe_dump(params))
     run(["git", "commit", "-qam", "a params change that breaks training"], repro_project)
     landing = _land(repro_project, seed=11, per_class=3)
@@ -180,7 +180,7 @@ def test_a_pipeline_failure_mid_run_loses_no_landed_byte(repro_project):
     before_moved = {d: _tree_bytes(repro_project / d) for d in ("archive", "quarantine")}  # earlier runs' files
     branches_before = run(["git", "branch", "--list"], repro_project).stdout
     try:
-        with pytest.raises(FlowError, match="CUDA"):
+        with pytest.raises(FlowError, match="no-such-weights.pt"):
             retrain(str(repro_project))
         assert _tree_bytes(landing) == before_landing  # every landed byte still in landing/
         assert _tree_bytes(repro_project / "data") == before_data  # main's data/ untouched

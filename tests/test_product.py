@@ -36,7 +36,18 @@ def test_predict_scores_good_files_and_reports_bad_ones(prepared, demo_dir, tmp_
     errors = [r for r in rows if "error" in r]
     assert len(rows) == 41 and len(errors) == 1 and errors[0]["path"].endswith("broken.jpg")
     ok = [r for r in rows if "error" not in r]
-    assert all(0 <= r["fake_probability"] <= 1 and r["label"] in ("real", "fake") for r in ok)
+    # each answer is the model's own score of that file, labelled by the stored threshold
+    from deepfake_detector.data.images import load_rgb, to_tensor
+    from deepfake_detector.serving.scoring import load_scorer
+
+    scorer = load_scorer(prepared / "model")
+    by_path = {Path(r["path"]).name: r for r in ok}
+    names = sorted(by_path)
+    x = torch.stack([to_tensor(load_rgb(folder / n), scorer.image_size) for n in names])
+    expected = scorer.predict(x)
+    assert np.allclose([by_path[n]["fake_probability"] for n in names], expected, atol=1e-4)
+    assert all((by_path[n]["label"] == "fake") == (p >= scorer.threshold) for n, p in zip(names, expected)
+               if abs(p - scorer.threshold) > 1e-4)
     assert all(isinstance(r["uncertain"], bool) for r in ok)
 
 
