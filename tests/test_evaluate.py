@@ -26,8 +26,23 @@ def test_metrics_at_a_threshold():
     assert perfect["accuracy"] == 1.0 and perfect["roc_auc"] == 1.0
 
 
-def test_evaluate_on_the_test_split_writes_reports(prepared, tmp_path):
-    metrics = evaluate(prepared / "model", tmp_path / "eval", splits_dir=prepared / "splits", progress=False)
+def test_evaluate_on_the_test_split_writes_reports_with_metrics_per_source(prepared, tmp_path):
+    import pandas as pd
+
+    splits = tmp_path / "splits"  # the test split as if it came from two imported sources
+    shutil.copytree(prepared / "splits", splits)
+    (splits / "root.txt").write_text(str((prepared / "clean").resolve()) + "\n")
+    test = pd.read_csv(splits / "test.csv", dtype=str)
+    test["source"] = ["src-a" if i % 3 else "src-b" for i in range(len(test))]
+    test.to_csv(splits / "test.csv", index=False)
+    metrics = evaluate(prepared / "model", tmp_path / "eval", splits_dir=splits, progress=False)
+    by = metrics["by_source"]
+    assert set(by) == {"src-a", "src-b"} and sum(v["n"] for v in by.values()) == metrics["n"]
+    for name, v in by.items():
+        assert v["n_real"] + v["n_fake"] == v["n"] == int((test["source"] == name).sum())
+        assert {"roc_auc", "accuracy", "precision", "recall", "f1", "fpr_real"} <= set(v)
+        lo, hi = v["ci95"]["accuracy"]
+        assert lo <= v["accuracy"] <= hi
     assert {"accuracy", "precision", "recall", "f1", "roc_auc", "average_precision", "eer", "tpr_at_1pct_fpr",
             "brier", "ece"} <= set(metrics)
     assert metrics["positive_class"] == "fake"

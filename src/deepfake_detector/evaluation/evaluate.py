@@ -78,6 +78,19 @@ def score_frame(scorer: Scorer, frame: pd.DataFrame, transform: Perturb | None =
     return scorer.predict(images[ok]), ok
 
 
+SOURCE_METRICS = ("n", "roc_auc", "accuracy", "precision", "recall", "f1", "fpr_real")
+
+
+def source_metrics(y: np.ndarray, prob: np.ndarray, threshold: float) -> dict:
+    """One source's metrics at the model's stored threshold, with 95 % bootstrap intervals (1,000 resamples
+    of that source's images). A one-class source has no ROC-AUC (null): read its FPR (reals) or recall."""
+    m = binary_metrics(y, prob, threshold)
+    ci = bootstrap_ci(y, prob, threshold, bootstrap_indices(len(y), seed=0))
+    clean = lambda v: None if isinstance(v, float) and np.isnan(v) else v  # noqa: E731 - JSON has no NaN
+    return {**{k: clean(m[k]) for k in SOURCE_METRICS}, "n_real": int((y == 0).sum()), "n_fake": int((y == 1).sum()),
+            "ci95": {k: [clean(v) for v in pair] for k, pair in ci.items()}}
+
+
 def evaluate_model(scorer: Scorer, frame: pd.DataFrame, robustness: bool = True,
                    progress: bool = False) -> dict:
     y_all = frame["y"].to_numpy()
@@ -86,11 +99,8 @@ def evaluate_model(scorer: Scorer, frame: pd.DataFrame, robustness: bool = True,
     clean = binary_metrics(y, prob, scorer.threshold)
     out = {"metrics": clean, "n_unreadable": int((~ok).sum()), "prob": prob, "y": y,
            "source": frame["source"].to_numpy()[ok]}
-    by_source = {}
-    for src in sorted(set(out["source"])):
-        m = out["source"] == src
-        by_source[src] = {"n": int(m.sum()), "accuracy": float(((prob[m] >= scorer.threshold) == y[m]).mean())}
-    out["by_source"] = by_source
+    out["by_source"] = {src: source_metrics(y[out["source"] == src], prob[out["source"] == src], scorer.threshold)
+                        for src in sorted(set(out["source"]))}
     if robustness:
         card = {}
         size = scorer.image_size
