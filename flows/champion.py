@@ -19,17 +19,16 @@ from pathlib import Path
 
 import yaml
 
-from flows.common import FlowError, sh, stage_args
+from flows.common import FlowError, model_and_splits, sh
 
 
-def model_and_splits(repo: str | Path) -> tuple[str, str]:
-    """Where the train stage reads its splits and writes the model: `dfd train SPLITS MODEL REPORTS` in dvc.yaml."""
-    splits, model = stage_args(repo, "train")[:2]
-    return model, splits
+def _hash(entry: dict) -> str | None:
+    """A dvc.lock dep's or out's content hash."""
+    return entry.get("md5") or entry.get("hash")
 
 
 def _deps(stage: dict) -> dict[str, str | None]:
-    return {d["path"]: d.get("md5") or d.get("hash") for d in stage.get("deps", [])}
+    return {d["path"]: _hash(d) for d in stage.get("deps", [])}
 
 
 def input_differences(base_lock: dict, work_lock: dict, stage: str = "train") -> list[str]:
@@ -74,7 +73,7 @@ def _stale(repo: str, model_dir: str) -> list[str]:
 def _out_hash(lock: dict, stage: str, path: str) -> str | None:
     for out in ((lock.get("stages") or {}).get(stage) or {}).get("outs", []):
         if out.get("path") == path:
-            return out.get("md5") or out.get("hash")
+            return _hash(out)
     return None
 
 
@@ -112,14 +111,11 @@ def find_champion(repo: str, base: str, dest: Path) -> tuple[str | None, str | N
 def seen_from_base_splits(repo: str, base: str, dest: Path) -> set[str] | None:
     """sha256 of the base commit's train + val images (for a champion made before models listed
     them, seen_sha256.txt), or None when those split files cannot be had either."""
-    import pandas as pd
+    from deepfake_detector.data.splits_io import split_hashes
 
     _, splits = model_and_splits(repo)
     try:
         sh(["dvc", "get", repo, splits, "--rev", base, "-o", str(dest)], repo)
     except FlowError:
         return None
-    frames = [pd.read_csv(dest / f"{name}.csv", dtype=str) for name in ("train", "val")]
-    if not all("sha256" in f for f in frames):
-        return None
-    return {h for f in frames for h in f["sha256"].dropna()}
+    return split_hashes(dest)

@@ -72,6 +72,12 @@ def stage_args(repo: str | Path, stage: str) -> list[str]:
     return out
 
 
+def model_and_splits(repo: str | Path) -> tuple[str, str]:
+    """Where the train stage reads its splits and writes the model: `dfd train SPLITS MODEL REPORTS` in dvc.yaml."""
+    splits, model = stage_args(repo, "train")[:2]
+    return model, splits
+
+
 PARTIAL_SUFFIXES = (".part", ".tmp", ".partial", ".crdownload", ".download", ".filepart")
 
 
@@ -79,9 +85,12 @@ def settled_landing(landing: Path, settle_s: float, now: float | None = None) ->
     """(ready, left): the landed files (paths relative to landing, under real/ or fake/) a run may
     take, and those it leaves for the next one, each with why: hidden files and folders (.DS_Store,
     rsync's .name.XXXXXX), partial uploads (*.part, *.tmp, ...), files modified less than settle_s
-    seconds ago (still being written), files outside real/ and fake/. Nothing is moved."""
+    seconds ago (still being written), files outside real/ and fake/. Nothing is moved; a missing
+    folder has nothing ready."""
     now = time.time() if now is None else now
     ready, left = [], []
+    if not landing.is_dir():
+        return ready, left
     for path in sorted(p for p in landing.rglob("*") if p.is_file() or p.is_symlink()):
         rel = path.relative_to(landing)
         age = now - path.lstat().st_mtime

@@ -36,7 +36,7 @@ def monitor(repo: str = ".", retrain_on_drift: bool = True) -> dict:
     repo = str(Path(repo).resolve())
     f = load_params(Path(repo) / "params.yaml").flows
     landing = Path(repo) / f.landing
-    ready, left = settled_landing(landing, f.landing_settle_s) if landing.is_dir() else ([], [])
+    ready, left = settled_landing(landing, f.landing_settle_s)
     if not ready:
         return {"drift": False, "retrained": None, "left_in_landing": left,
                 "reason": f"no settled file in landing folder {landing}"}

@@ -31,8 +31,8 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
 from deepfake_detector.params import GateParams, load_params
-from flows.champion import find_champion, model_and_splits, seen_from_base_splits
-from flows.common import FlowError, repo_lock, settled_landing, sh, stage_files, stage_option
+from flows.champion import find_champion, seen_from_base_splits
+from flows.common import FlowError, model_and_splits, repo_lock, settled_landing, sh, stage_files, stage_option
 from flows.pipeline import pipeline
 
 
@@ -143,11 +143,15 @@ def _ensure_remote(repo: str, worktree: str, fallback: str) -> str:
     return "dfd-local"
 
 
+def has_origin(repo: str) -> bool:
+    return "origin" in sh(["git", "remote"], repo).split()
+
+
 @task(retries=2, retry_delay_seconds=1)
 def git_push(repo: str, branch: str) -> str | None:
     """Push the branch to the git remote `origin` (None when the repo has no such remote: the branch
     then lives in this repository alone)."""
-    if "origin" not in sh(["git", "remote"], repo).split():
+    if not has_origin(repo):
         return None
     sh(["git", "push", "-q", "origin", f"{branch}:{branch}"], repo)
     return "origin"
@@ -182,7 +186,7 @@ def retrain(repo: str = ".", landing: str | None = None) -> dict:
     repo = str(Path(repo).resolve())
     f = load_params(Path(repo) / "params.yaml").flows
     landing_dir = Path(repo) / (landing or f.landing)
-    ready, left = settled_landing(landing_dir, f.landing_settle_s) if landing_dir.is_dir() else ([], [])
+    ready, left = settled_landing(landing_dir, f.landing_settle_s)
     if not ready:
         raise FlowError(f"nothing to retrain on: no settled file in {landing_dir}"
                         + "".join(f"\n  left: {x['path']}: {x['why']}" for x in left))
@@ -200,12 +204,12 @@ def retrain(repo: str = ".", landing: str | None = None) -> dict:
             champion, champion_error, source, seen = fetch_champion(repo, base, Path(wt) / ".dvc/tmp/champion")
             record = run_gate(wt, champion, champion_error, f.gate, seen)
             remote = _ensure_remote(repo, wt, f.remote)
-            has_origin = "origin" in sh(["git", "remote"], repo).split()
+            where = "pushed to git remote origin" if has_origin(repo) else "in this repository; no git remote origin"
             record.update(stamp=stamp, base_commit=base, branch=branch, new_images=n_new,
                           quarantined=int(len(rejected)), champion_source=source, landing_left=left,
                           unmerged_retrain_branches=older,
-                          data_location=(f"branch `{branch}` ({'pushed to git remote origin' if has_origin else 'in this repository; no git remote origin'}"
-                                         f"), images in DVC remote `{remote}` (`git checkout {branch} && dvc pull`)"))
+                          data_location=(f"branch `{branch}` ({where}), images in DVC remote `{remote}` "
+                                         f"(`git checkout {branch} && dvc pull`)"))
             diff = sh(["dvc", "metrics", "diff", base, "--md"], wt)
             body = _report(stamp, record, f.quarantine, diff, sh(["dvc", "params", "diff", base, "--md"], wt))
             report = Path(wt) / "reports" / "retrain" / f"{stamp}.md"

@@ -42,12 +42,18 @@ def split_version(splits_dir: str | Path, names: tuple[str, ...] = ("train", "va
 SEEN_FILE = "seen_sha256.txt"  # in every model folder: the images its training saw (train + val)
 
 
-def write_seen(model_dir: str | Path, splits_dir: str | Path, names: tuple[str, ...] = ("train", "val")) -> int:
-    """Store, with a model, the sha256 of every image it was trained or selected on (sorted, one per
-    line), so that a later gate never scores it on them. Returns how many."""
-    hashes = sorted({h for name in names
-                     for h in pd.read_csv(Path(splits_dir) / f"{name}.csv", dtype=str).get("sha256", pd.Series(dtype=str))
-                     if isinstance(h, str) and h})
+def split_hashes(splits_dir: str | Path, names: tuple[str, ...] = ("train", "val")) -> set[str] | None:
+    """sha256 of every image in these splits, or None when a split CSV has no sha256 column."""
+    frames = [pd.read_csv(Path(splits_dir) / f"{name}.csv", dtype=str) for name in names]
+    if not all("sha256" in f for f in frames):
+        return None
+    return {h for f in frames for h in f["sha256"].dropna() if h}
+
+
+def write_seen(model_dir: str | Path, splits_dir: str | Path) -> int:
+    """Store, with a model, the sha256 of every image it was trained or selected on (train + val; sorted,
+    one per line), so that a later gate never scores it on them. Returns how many."""
+    hashes = sorted(split_hashes(splits_dir) or ())
     Path(model_dir).mkdir(parents=True, exist_ok=True)
     (Path(model_dir) / SEEN_FILE).write_text("".join(h + "\n" for h in hashes))
     return len(hashes)

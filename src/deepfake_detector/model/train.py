@@ -327,10 +327,11 @@ def train(splits_dir: str | Path, model_dir: str | Path, report_dir: str | Path,
         t0 = time.perf_counter()
         train_x, ok_tr, train_y, val_x, val_y, ok_va = _decode(p, Path(splits_dir), Path(cache_dir), progress, d)
         decode_s = time.perf_counter() - t0
+        data_version = split_version(splits_dir)  # the train/val rows: resume check and model card
         trainer = Trainer(p, train_x, train_y, val_x, val_y, model_dir, ckpt_dir, report_dir, device, progress,
                           max_batches=2 if dry_run else None, rows=np.flatnonzero(ok_tr), dist=d,
                           log_seen=log_seen,
-                          fingerprint=run_fingerprint(p.model_dump(by_alias=True), split_version(splits_dir)))
+                          fingerprint=run_fingerprint(p.model_dump(by_alias=True), data_version))
         t1 = time.perf_counter()
         state = trainer.fit(resume=resume, stop_after=stop_after)
         fit_s = time.perf_counter() - t1
@@ -355,7 +356,7 @@ def train(splits_dir: str | Path, model_dir: str | Path, report_dir: str | Path,
     name = f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""
     card = {
         "model": f"hybrid {p.model.backbone} GAN discriminator", "positive_class": "fake",
-        "data_version": {"train_val_sha256": split_version(splits_dir)},  # what this model was trained on
+        "data_version": {"train_val_sha256": data_version},  # what this model was trained on
         "params": p.model_dump(by_alias=True),
         "class_weights": trainer.class_weights, "best_epoch": state.best_epoch,
         "epochs_run": state.epoch + 1, "stopped_early": state.stopped_early,
