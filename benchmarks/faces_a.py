@@ -23,7 +23,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from deepfake_detector.params import load_params  # noqa: E402
+from deepfake_detector.core.params import load_params  # noqa: E402
 
 PROFILE = REPO / "profiles/faces.yaml"
 CONFIGS: dict[str, dict] = {  # overrides on top of params.yaml + profiles/faces.yaml
@@ -73,10 +73,10 @@ def run_probe(work: Path, name: str, size: int, dfd: Path) -> None:
         return
     import time
 
-    from deepfake_detector.evaluation.baselines import train_probe_lr
+    from deepfake_detector.evaluation.baselines import train_lr
 
     t0 = time.perf_counter()
-    train_probe_lr(work / "splits", out / "model", size, seed=42)
+    train_lr(work / "splits", out / "model", size, 42, "probe_lr")
     (out / "run_log.json").write_text(json.dumps({"fit_s": round(time.perf_counter() - t0, 1)}))
     sh(dfd, "evaluate", out / "model", "splits", out / "eval", "--no-progress", cwd=work)
 

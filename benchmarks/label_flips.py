@@ -25,8 +25,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from deepfake_detector.data.demo import flip_labels  # noqa: E402
-from deepfake_detector.params import load_params  # noqa: E402
+from deepfake_detector.core.params import load_params  # noqa: E402
 from deepfake_detector.data.validate import validate  # noqa: E402
+from deepfake_detector.model.embeddings import embed_files  # noqa: E402
 
 
 def make_case(source: Path, dest: Path, share: float, seed: int) -> set[str]:
@@ -55,7 +56,8 @@ def main() -> None:
         case = args.work / name
         flipped = make_case(args.source, case / "data", share, args.seed)
         t0 = time.perf_counter()
-        m = validate(case / "data", case / "clean", case / "reports", p.validate_, p.seed, cache, progress=False)
+        m = validate(case / "data", case / "clean", case / "reports", p.validate_, p.seed, cache, progress=False,
+                     embed=embed_files)
         secs = time.perf_counter() - t0
         flags = set(pd.read_csv(case / "reports/label_issues.csv")["path"])
         tp = len(flags & flipped)

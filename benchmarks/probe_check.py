@@ -23,7 +23,7 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from deepfake_detector.model import probe  # noqa: E402
 from deepfake_detector.model.efficientnet import EfficientNetLiteDetector  # noqa: E402
-from deepfake_detector.data.splits_io import read_split  # noqa: E402
+from deepfake_detector.core.splits_io import read_split  # noqa: E402
 from deepfake_detector.model.tensorcache import decode_all  # noqa: E402
 
 

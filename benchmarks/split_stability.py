@@ -19,7 +19,7 @@ import numpy as np
 
 from deepfake_detector.data.split import assign_splits
 from deepfake_detector.data.validate import collect_metadata
-from deepfake_detector.params import load_params
+from deepfake_detector.core.params import load_params
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -18,9 +18,9 @@ import torch
 from torchvision import datasets, transforms
 
 from deepfake_detector.model.augment import augment, jpeg_cpu
-from deepfake_detector.data.images import iter_labelled_files
+from deepfake_detector.core.images import iter_labelled_files
 from deepfake_detector.model.models import HybridDetector, WeightedBCELoss
-from deepfake_detector.params import load_params
+from deepfake_detector.core.params import load_params
 from deepfake_detector.model.tensorcache import decode_all
 from deepfake_detector.model.distributed import pick_device
 

@@ -22,8 +22,8 @@ from pathlib import Path
 from PIL import Image
 
 from deepfake_detector.data.filemeta import default_workers, read_files
-from deepfake_detector.data.images import iter_labelled_files
-from deepfake_detector.params import load_params
+from deepfake_detector.core.images import iter_labelled_files
+from deepfake_detector.core.params import load_params
 from deepfake_detector.data.validate import validate
 
 

@@ -111,7 +111,7 @@ def find_champion(repo: str, base: str, dest: Path) -> tuple[str | None, str | N
 def seen_from_base_splits(repo: str, base: str, dest: Path) -> set[str] | None:
     """sha256 of the base commit's train + val images (for a champion made before models listed
     them, seen_sha256.txt), or None when those split files cannot be had either."""
-    from deepfake_detector.data.splits_io import split_hashes
+    from deepfake_detector.core.splits_io import split_hashes
 
     _, splits = model_and_splits(repo)
     try:

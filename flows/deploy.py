@@ -12,7 +12,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from deepfake_detector.params import load_params
+from deepfake_detector.core.params import load_params
 
 
 def deployments(repo: str = ".") -> list:

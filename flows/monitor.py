@@ -13,7 +13,7 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
-from deepfake_detector.params import load_params
+from deepfake_detector.core.params import load_params
 from flows.common import FlowError, metrics_markdown, settled_landing, sh, stage_files, stage_option
 from flows.retrain import retrain
 

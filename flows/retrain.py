@@ -15,6 +15,7 @@ committed and pushed, to the git remote `origin` when there is one and to the DV
 refused run's data is on its branch, never lost. Only then do landed files leave landing/ (bad
 ones to quarantine/<time>/ with rejected.csv, good ones to archive/<time>/). On any failure
 before that, landing/ is as it was, main's data/ is untouched, and the worktree and branch are removed.
+A promoted model is registered (GTO): the next version, stage `prod`, tags on its branch commit.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import pandas as pd
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
-from deepfake_detector.params import GateParams, load_params
+from deepfake_detector.core.params import GateParams, load_params
 from flows.champion import find_champion, seen_from_base_splits
 from flows.common import FlowError, model_and_splits, repo_lock, settled_landing, sh, stage_files, stage_option
 from flows.pipeline import pipeline
@@ -92,7 +93,7 @@ def merge_into_data(worktree: str, landing: Path, accepted: list[str], stamp: st
 @task
 def fetch_champion(repo: str, base: str, dest: Path) -> tuple[str | None, str | None, str | None, set[str] | None]:
     """(champion dir, error, where it came from, its train/val hashes when the folder lists none)."""
-    from deepfake_detector.data.splits_io import read_seen
+    from deepfake_detector.core.splits_io import read_seen
 
     champion, error, source = find_champion(repo, base, dest)
     seen = None
@@ -155,6 +156,16 @@ def git_push(repo: str, branch: str) -> str | None:
         return None
     sh(["git", "push", "-q", "origin", f"{branch}:{branch}"], repo)
     return "origin"
+
+
+@task
+def register_promoted(repo: str, branch: str, stamp: str) -> dict:
+    """A promoted model gets the next version and stage `prod` in the GTO registry (tags on its branch
+    commit, pushed with it when there is an origin): `dfd serve --model detector@prod` serves it."""
+    from deepfake_detector.serving.registry import register
+
+    return register(repo, "detector", branch, stage="prod", message=f"retrain {stamp}: promoted by the gate",
+                    push=has_origin(repo))
 
 
 def unmerged_branches(repo: str) -> list[str]:
@@ -222,12 +233,14 @@ def retrain(repo: str = ".", landing: str | None = None) -> dict:
             committed = True  # from here on the branch stays, whatever happens next
             dvc_push(wt, remote)  # whatever the verdict: a refused run's data is on its branch and remote
             pushed_git = git_push(repo, branch)
+            registered = register_promoted(repo, branch, stamp) if record["promoted"] else None
             release_landing(landing_dir, accepted, rejected, Path(repo) / f.archive, Path(repo) / f.quarantine, stamp)
             create_markdown_artifact(key="retrain-report", markdown=body, description="PR body")
         finally:
             close_worktree(repo, wt, branch, keep_branch=committed)
     return {"branch": branch, "promoted": record["promoted"], "reason": record["reason"],
-            "pushed": {"dvc": remote, "git": pushed_git}, "new_images": n_new, "quarantined": int(len(rejected)),
+            "pushed": {"dvc": remote, "git": pushed_git}, "registered": registered, "new_images": n_new,
+            "quarantined": int(len(rejected)),
             "left_in_landing": left, "gate": record, "report": f"reports/retrain/{stamp}.md (on {branch})",
             "metrics_diff": diff, "seconds": round(time.perf_counter() - t0, 1)}
 

@@ -38,7 +38,7 @@ TINY = {  # params that make every stage take seconds on 2 cores
 def write_params(path: Path, **overrides: dict) -> Path:
     """A complete params file: this repo's params.yaml with TINY and the overrides merged on top
     (the same load_params/merge the CLI and the baselines use; every key is required)."""
-    from deepfake_detector.params import load_params
+    from deepfake_detector.core.params import load_params
 
     params = load_params(REPO / "params.yaml", TINY, overrides).model_dump(by_alias=True)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
@@ -74,14 +74,15 @@ def demo_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory, demo_dir) -> Path:
     """validate + split + train run once (core functions, tiny params) for downstream tests."""
-    from deepfake_detector.params import load_params
+    from deepfake_detector.core.params import load_params
     from deepfake_detector.data.split import split
     from deepfake_detector.model.train import train
     from deepfake_detector.data.validate import validate
+    from deepfake_detector.model.embeddings import embed_files
 
     work = tmp_path_factory.mktemp("prepared")
     p = load_params(write_params(work / "params.yaml"))
-    validate(demo_dir, work / "clean", work / "reports/validation", p.validate_, p.seed, progress=False)
+    validate(demo_dir, work / "clean", work / "reports/validation", p.validate_, p.seed, progress=False, embed=embed_files)
     split(work / "clean", work / "splits", work / "reports/split", p.split, p.seed)
     train(work / "splits", work / "model", work / "reports/train", p, ckpt_dir=work / "ckpt", progress=False)
     return work

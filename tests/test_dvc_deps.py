@@ -21,24 +21,23 @@ STAGE_MODULES = {"validate": "data.validate", "split": "data.split", "train": "m
                  "baselines": "evaluation.baselines", "evaluate": "evaluation.evaluate", "drift": "evaluation.drift"}
 
 
-def module_file(module: str) -> Path:
+def module_file(module: str, root: Path = PKG) -> Path:
     """'model.train' -> src/deepfake_detector/model/train.py"""
-    return PKG / (module.replace(".", "/") + ".py")
+    return root / (module.replace(".", "/") + ".py")
 
 
-def direct_imports(module: str) -> set[str]:
+def direct_imports(module: str, root: Path = PKG) -> set[str]:
     """Package modules a module imports (relative imports, lazy ones inside functions included)."""
-    tree = ast.parse(module_file(module).read_text())
+    tree = ast.parse(module_file(module, root).read_text())
     here = module.split(".")[:-1]  # the module's package path inside deepfake_detector
     out = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.level >= 1:
             base = here[: len(here) - (node.level - 1)]
-            if node.module:
-                out.add(".".join([*base, node.module]))
-            else:
-                out.update(".".join([*base, a.name]) for a in node.names)
-    return {m for m in out if module_file(m).is_file()}
+            pkg = [*base, node.module] if node.module else base
+            out.add(".".join(pkg))  # from .x import name, or from . import module / from .x import module:
+            out.update(".".join([*pkg, a.name]) for a in node.names)
+    return {m for m in out if module_file(m, root).is_file()}
 
 
 def package_imports(module: str) -> set[str]:
@@ -65,9 +64,9 @@ def test_every_imported_module_is_a_stage_dep(stage):
 
 
 @pytest.mark.parametrize("module", ["serving.predict", "serving.serve", "serving.export", "evaluation.drift",
-                                    "evaluation.evaluate", "evaluation.gate", "serving.scoring", "data.validate"])
+                                    "evaluation.evaluate", "evaluation.gate", "model.scoring", "data.validate"])
 def test_product_and_evaluation_code_never_imports_the_training_code(module):
-    """Scoring lives in serving/scoring.py; only `train` and `baselines` (which trains) reach train.py."""
+    """Scoring lives in model/scoring.py; only `train` and `baselines` (which trains) reach train.py."""
     assert not {"model.train", "model.gan", "model.distributed"} & package_imports(module), module
 
 
@@ -86,3 +85,45 @@ def test_no_module_over_400_lines():
     long = {p.relative_to(PKG).as_posix(): n for p in PKG.rglob("*.py")
             if (n := len(p.read_text().splitlines())) > 400}
     assert long == {}
+
+
+# The house: each floor imports only floors below it (evaluation and serving share a floor and do not
+# import each other); the ground floor (core/) imports nothing of ours. README "Module map" draws it.
+FLOORS = {"core": 0, "data": 1, "model": 2, "evaluation": 3, "serving": 3}
+TOP = 4  # cli.py, api.py, __init__.py: the entry points
+
+
+def floor(module: str) -> int:
+    return FLOORS.get(module.split(".")[0], TOP) if "." in module else TOP
+
+
+def upward_imports(root: Path = PKG) -> list[str]:
+    out = []
+    for path in root.rglob("*.py"):
+        module = path.relative_to(root).with_suffix("").as_posix().replace("/", ".")
+        if path.name == "__init__.py":
+            continue
+        for dep in direct_imports(module, root):
+            same_room = dep.split(".")[0] == module.split(".")[0]
+            if floor(dep) > floor(module) or (floor(dep) == floor(module) and not same_room):
+                out.append(f"{module} -> {dep}")
+    return sorted(out)
+
+
+def test_every_import_runs_down_a_floor():
+    assert upward_imports() == [], "imports that do not run down a floor:\n" + "\n".join(upward_imports())
+
+
+def test_the_floor_check_reports_upward_and_sideways_imports(tmp_path):
+    """The check above can fail: a house with a data -> model, a lazy core -> data and a serving ->
+    evaluation import is reported three times; its downward imports are not."""
+    files = {"core/params.py": "def f():\n    from ..data import demo\n",
+             "data/demo.py": "from ..core.params import f\nfrom ..model.train import g\n",
+             "model/train.py": "from ..data.demo import x\ng = 1\n",
+             "evaluation/gate.py": "from ..model.train import g\n",
+             "serving/serve.py": "from ..evaluation.gate import g\n", "cli.py": "from .serving.serve import g\n"}
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    assert upward_imports(tmp_path) == ["core.params -> data.demo", "data.demo -> model.train",
+                                        "serving.serve -> evaluation.gate"]

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from deepfake_detector.cli import app
 from deepfake_detector.evaluation.evaluate import PERTURBATIONS, evaluate
-from deepfake_detector.evaluation.metrics import binary_metrics, choose_threshold
+from deepfake_detector.core.metrics import binary_metrics, choose_threshold
 
 import numpy as np
 
@@ -72,3 +72,21 @@ def test_any_labelled_folder_is_scored_and_bad_files_are_counted(prepared, demo_
 def test_evaluate_cli_explains_bad_usage(prepared):
     result = CliRunner().invoke(app, ["evaluate", "only-one-path"])
     assert result.exit_code == 2 and "usage" in result.output
+
+
+def test_paired_difference_is_zero_for_one_model_and_clearly_positive_for_a_better_one():
+    """The gate's paired bootstrap (core.metrics.paired_difference), on scores far apart for any CPU."""
+    from deepfake_detector.core.metrics import bootstrap_indices, paired_difference
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 100)
+    good = 0.7 * y + 0.3 * rng.random(200)  # AUC 1
+    bad = rng.random(200)  # AUC ~0.5
+    idx = bootstrap_indices(200, 300, 0)
+    same = paired_difference("roc_auc", y, good, 0.5, good, 0.5, idx)
+    assert same["difference"] == same["ci_low"] == same["ci_high"] == 0.0 and same["n_boot"] == 300
+    for name in ("roc_auc", "accuracy", "f1", "average_precision"):
+        better = paired_difference(name, y, good, 0.5, bad, 0.5, idx)
+        assert better["ci_low"] > 0.2 and better["difference"] > 0.3, (name, better)
+        worse = paired_difference(name, y, bad, 0.5, good, 0.5, idx)
+        assert worse["ci_high"] < -0.2, (name, worse)

@@ -58,11 +58,11 @@ def test_a_refused_retrain_keeps_its_data_on_the_pushed_branch(repro_project, tm
     import time
 
     import flows.retrain as rt
-    from deepfake_detector.evaluation.baselines import train_probe_lr
+    from deepfake_detector.evaluation.baselines import train_lr
 
     proj = _clone(repro_project, tmp_path / "proj")
     shutil.rmtree(proj / "artifacts/model")
-    train_probe_lr(proj / "artifacts/splits", proj / "artifacts/model", 64, seed=0)  # writes its seen list too
+    train_lr(proj / "artifacts/splits", proj / "artifacts/model", 64, 0, "probe_lr")  # writes its seen list too
     (proj / "artifacts/checkpoints").mkdir(exist_ok=True)  # an uncached out a clone lacks; dvc commit needs it
     run(["dvc", "commit", "-q", "-f", "train"], proj)
     _set_params(proj, train={"lr": 1e-12, "lr_backbone": 1e-12}, flows={"landing_settle_s": 3600})
@@ -132,6 +132,45 @@ def test_a_refused_retrain_keeps_its_data_on_the_pushed_branch(repro_project, tm
     assert batch == archived
 
 
+def test_a_retrain_that_beats_a_weak_champion_is_promoted_and_registered(repro_project, tmp_path):
+    """Purpose-made so the gate must promote: the champion is the frozen-feature probe with its weights
+    negated (it ranks the demo faces backwards); the challenger trains as configured. The promoted model
+    becomes version v0.1.0 in stage prod of the GTO registry, and `detector@prod` resolves to it."""
+    import os
+    import time
+
+    import flows.retrain as rt
+    from deepfake_detector.evaluation.baselines import train_lr
+    from deepfake_detector.serving.registry import resolve
+
+    proj = _clone(repro_project, tmp_path / "proj")
+    shutil.rmtree(proj / "artifacts/model")
+    train_lr(proj / "artifacts/splits", proj / "artifacts/model", 64, 0, "probe_lr")
+    probe = json.loads((proj / "artifacts/model/probe.json").read_text())
+    probe.update(coef=[-c for c in probe["coef"]], intercept=-probe["intercept"])
+    (proj / "artifacts/model/probe.json").write_text(json.dumps(probe))
+    (proj / "artifacts/checkpoints").mkdir(exist_ok=True)
+    run(["dvc", "commit", "-q", "-f", "train"], proj)
+    run(["git", "commit", "-qam", "purpose-made: a champion that ranks backwards"], proj)
+    landing = _land(proj, seed=11, corrupt=False)
+    old = time.time() - 7200
+    for f in landing.rglob("*"):
+        os.utime(f, (old, old))
+
+    result = rt.retrain(str(proj))
+
+    record = result["gate"]
+    assert result["promoted"] is True, result["reason"]
+    assert record["champion"]["value"] < 0.3 < record["challenger"]["value"] - 0.3, record  # the promotion earned
+    assert result["registered"]["version"] == "v0.1.0" and result["registered"]["stage"] == "prod"
+    branch_head = run(["git", "rev-parse", result["branch"]], proj).stdout.strip()
+    assert result["registered"]["commit"] == branch_head
+    model_dir, version = resolve("detector@prod", proj)
+    assert version == "v0.1.0" and (model_dir / "detector.pt").is_file()
+    assert "PROMOTED" in run(["git", "show", f"{result['branch']}:reports/retrain/{result['branch'][8:]}.md"],
+                             proj).stdout
+
+
 def test_a_champion_missing_from_every_cache_is_replaced_by_a_workspace_model_built_from_the_same_inputs(
         repro_project, tmp_path):
     """A fresh clone on another CPU: `make repro` rebuilds the model with other bytes than main's dvc.lock
@@ -197,13 +236,13 @@ def test_a_pipeline_failure_mid_run_loses_no_landed_byte(repro_project):
 def test_gate_scores_champion_and_challenger_on_the_same_images(prepared, tmp_path):
     """Real scorers on the real test split: a strong champion (FFT spectrum + LR, ~0.99 AUC on the demo)
     and the same model with its sign flipped (ranking inverted) as a clearly worse challenger."""
-    from deepfake_detector.evaluation.baselines import train_spectrum_lr
+    from deepfake_detector.evaluation.baselines import train_lr
     from deepfake_detector.evaluation.gate import compare
-    from deepfake_detector.params import GateParams
+    from deepfake_detector.core.params import GateParams
 
     g = GateParams(metric="roc_auc", max_drop=0.01, max_f1_drop=0.05)
     champion, worse = tmp_path / "champion", tmp_path / "worse"
-    train_spectrum_lr(prepared / "splits", champion, 64, seed=0)
+    train_lr(prepared / "splits", champion, 64, 0, "spectrum_lr")
     cfg = json.loads((champion / "spectrum.json").read_text())
     worse.mkdir()
     (worse / "spectrum.json").write_text(json.dumps({**cfg, "coef": [-c for c in cfg["coef"]],
@@ -241,7 +280,7 @@ def test_gate_scores_champion_and_challenger_on_the_same_images(prepared, tmp_pa
 
 def test_gate_refuses_nan_and_missing_metrics():
     from deepfake_detector.evaluation.gate import decide
-    from deepfake_detector.params import load_params
+    from deepfake_detector.core.params import load_params
 
     g = load_params(REPO / "params.yaml").flows.gate
     ok = {"value": 0.9, "f1": 0.8, "n_test": 10}

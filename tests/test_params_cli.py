@@ -10,7 +10,7 @@ from conftest import REPO
 
 from deepfake_detector.cli import app
 from deepfake_detector.data.importer import ImportLayoutError, import_dataset
-from deepfake_detector.params import ParamsError, load_params
+from deepfake_detector.core.params import ParamsError, load_params
 
 
 def test_repo_params_load():
@@ -27,7 +27,7 @@ def test_repo_params_load():
 def test_a_profile_is_applied_in_place_keeping_comments(tmp_path):
     from conftest import REPO
 
-    from deepfake_detector.params import apply_profile
+    from deepfake_detector.core.params import apply_profile
 
     target = tmp_path / "params.yaml"
     target.write_text((REPO / "params.yaml").read_text())
@@ -36,6 +36,12 @@ def test_a_profile_is_applied_in_place_keeping_comments(tmp_path):
     assert load_params(target) == load_params(REPO / "params.yaml", REPO / "profiles/paper.yaml")
     text = target.read_text()
     assert "backbone: se_resnet34" in text and "# efficientnet_lite0 | se_resnet34" in text
+    # ruamel round trip: only the changed keys' lines differ; comments, quotes and flow lists stay
+    before_lines, after_lines = (REPO / "params.yaml").read_text().splitlines(), text.splitlines()
+    assert len(before_lines) == len(after_lines)
+    edited = [a.split(":")[0].strip() for a, b in zip(after_lines, before_lines) if a != b]
+    assert edited and set(edited) <= {k.rsplit(".", 1)[-1] for k in changed}
+    assert 'retrain_cron: "0 3 * * 1"' in text and "pretrained: null " in text
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  epochs: many\n")
     before = target.read_text()
@@ -58,7 +64,7 @@ def test_a_profile_is_applied_in_place_keeping_comments(tmp_path):
 ])
 def test_bad_params_name_the_key(tmp_path, text, needle):
     """One bad value in an otherwise complete params file."""
-    from deepfake_detector.params import merge
+    from deepfake_detector.core.params import merge
 
     path = tmp_path / "params.yaml"
     try:

@@ -107,3 +107,35 @@ def test_metrics_diff_marks_changes_against_the_base_interval(project):
     assert row["mark"] == "**outside**" and row["change"] < 0
     out = run(["dfd", "metrics-diff", "--base", "HEAD~1"], project).stdout
     assert "| model | roc_auc |" in out and "base 95 % CI" in out
+
+
+def test_queued_experiments_are_listed_with_their_params_and_metrics(repro_project, tmp_path):
+    """`dvc exp run --queue -S ...` twice, `dvc queue start`, then `dvc exp show --json` has both
+    experiments, each with the param it set and the metrics its run wrote."""
+    import json
+
+    from conftest import run
+
+    proj = tmp_path / "proj"
+    run(["git", "clone", "-q", str(repro_project), str(proj)], tmp_path)
+    run(["dvc", "cache", "dir", "--local", str(repro_project / ".dvc/cache")], proj)
+    run(["dvc", "checkout", "-q"], proj)
+    for share in (30, 40):
+        run(["dvc", "exp", "run", "--queue", "-S", f"drift.drift_share=0.{share}", "-n", f"share-{share}"], proj)
+    run(["dvc", "queue", "start", "-j", "1"], proj)
+    for name in ("share-30", "share-40"):
+        run(["dvc", "queue", "logs", "-f", name], proj)  # returns when that experiment has finished
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], proj).stdout)
+    found = {}
+    for commit in shown:
+        for exp in commit.get("experiments") or []:
+            for rev in exp.get("revs", []):
+                data = rev.get("data") or {}
+                found[rev.get("name")] = data
+    assert {"share-30", "share-40"} <= set(found), list(found)
+    for share in (30, 40):
+        data = found[f"share-{share}"]
+        assert data["params"]["params.yaml"]["data"]["drift"]["drift_share"] == share / 100
+        metrics = data["metrics"]
+        assert "n_current" in metrics["reports/drift/metrics.json"]["data"]
+        assert "roc_auc" in metrics["reports/eval/metrics.json"]["data"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -37,8 +38,8 @@ def test_predict_scores_good_files_and_reports_bad_ones(prepared, demo_dir, tmp_
     assert len(rows) == 41 and len(errors) == 1 and errors[0]["path"].endswith("broken.jpg")
     ok = [r for r in rows if "error" not in r]
     # each answer is the model's own score of that file, labelled by the stored threshold
-    from deepfake_detector.data.images import load_rgb, to_tensor
-    from deepfake_detector.serving.scoring import load_scorer
+    from deepfake_detector.core.images import load_rgb, to_tensor
+    from deepfake_detector.model.scoring import load_scorer
 
     scorer = load_scorer(prepared / "model")
     by_path = {Path(r["path"]).name: r for r in ok}
@@ -78,10 +79,16 @@ def test_onnx_export_matches_torch_and_predict_can_use_it(prepared, demo_dir, tm
 
 
 @pytest.fixture(scope="module")
-def server(prepared):
+def request_log(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("served") / "requests.jsonl"
+
+
+@pytest.fixture(scope="module")
+def server(prepared, request_log):
     port = free_port()
     proc = subprocess.Popen([str(Path(sys.executable).parent / "dfd"), "serve", "--model", str(prepared / "model"),
-                             "--port", str(port), "--max-mb", "0.05"], stdout=subprocess.DEVNULL,
+                             "--port", str(port), "--max-mb", "0.05", "--request-log", str(request_log)],
+                            stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
     url = f"http://127.0.0.1:{port}"
     try:
@@ -108,26 +115,91 @@ def _jpeg(seed: int) -> bytes:
     return buf.getvalue()
 
 
-def test_http_api_answers_good_and_bad_uploads(server):
-    assert httpx.get(f"{server}/health").json() == {"status": "ok"}
+def test_http_api_answers_good_and_bad_uploads(server, prepared):
+    from deepfake_detector.serving.detector import content_version
+
+    version = content_version(prepared / "model")
+    assert httpx.get(f"{server}/health").json() == {"status": "ok", "model_version": version}
     card = httpx.get(f"{server}/model").json()
-    assert card["image_size"] == 32 and "val_metrics" in card["card"]
+    assert card["image_size"] == 32 and "roc_auc" in card["val_metrics"] and card["model_version"] == version
+    assert str(prepared) not in json.dumps(card) and "remote" not in json.dumps(card)  # no paths, no remotes
     good = httpx.post(f"{server}/predict", files={"file": ("face.txt", _jpeg(1), "text/plain")})
-    assert good.status_code == 200 and good.json()["detected_type"] == "jpeg"  # by content, not name
-    assert 0 <= good.json()["fake_probability"] <= 1
+    (row,) = good.json()["results"]
+    assert good.status_code == 200 and row["detected_type"] == "jpeg"  # by content, not name
+    assert row["model_version"] == version and row["label"] == ("fake" if row["fake_probability"] >= row["threshold"]
+                                                                else "real")
     corrupt = httpx.post(f"{server}/predict", files={"file": ("x.jpg", _jpeg(2)[:200], "image/jpeg")})
     assert corrupt.status_code == 400 and "corrupt" in corrupt.json()["error"]
     text = httpx.post(f"{server}/predict", files={"file": ("x.jpg", b"just some text", "image/jpeg")})
     assert text.status_code == 415 and "not an image" in text.json()["error"]
     big = httpx.post(f"{server}/predict", files={"file": ("big.png", b"\x89PNG\r\n\x1a\n" + b"0" * 60_000)})
-    assert big.status_code == 413 and "error" in big.json()
+    assert big.status_code == 413 and "larger than" in big.json()["error"]
+
+
+def test_several_files_in_one_request_each_get_their_answer(server, prepared):
+    files = [("files", (f"{i}.jpg", _jpeg(i), "image/jpeg")) for i in range(3)]
+    files.insert(1, ("files", ("bad.jpg", b"not an image at all", "image/jpeg")))
+    r = httpx.post(f"{server}/predict", files=files, timeout=60)
+    results = r.json()["results"]
+    assert r.status_code == 200 and [x["filename"] for x in results] == ["0.jpg", "bad.jpg", "1.jpg", "2.jpg"]
+    assert [x["status"] for x in results] == [200, 415, 200, 200]
+    singles = [httpx.post(f"{server}/predict", files={"file": (f"{i}.jpg", _jpeg(i))}).json()["results"][0]
+               for i in range(3)]  # batched answers equal one-at-a-time answers
+    assert [x["fake_probability"] for x in results if x["status"] == 200] == pytest.approx(
+        [x["fake_probability"] for x in singles], abs=1e-5)
+    too_many = httpx.post(f"{server}/predict", files=[("files", (f"{i}.jpg", b"x")) for i in range(20)])
+    assert too_many.status_code == 413 and "at most" in too_many.json()["error"]
+
+
+def _raw_post(url: str, headers: list[str], chunks) -> tuple[bytes, int]:
+    """POST over a plain socket; returns (response head, body bytes the server took before answering)."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    sock.sendall(("POST /predict HTTP/1.1\r\nHost: x\r\n" + "".join(h + "\r\n" for h in headers) + "\r\n").encode())
+    sent = 0
+    try:
+        for chunk in chunks:
+            sock.sendall(chunk)
+            sent += len(chunk)
+    except OSError:  # the server answered and closed: it stopped reading
+        pass
+    head = sock.recv(4096)
+    sock.close()
+    return head, sent
+
+
+def test_a_huge_body_is_refused_before_it_is_read(server):
+    """Limit 0.05 MB: a declared 1 GB body is refused on its header; an undeclared (chunked) one is cut off
+    once the limit is passed, long before 1 GB is sent."""
+    head, sent = _raw_post(server, ["Content-Length: 1000000000", "Content-Type: multipart/form-data; boundary=b"],
+                           [b"--b\r\n"])
+    assert head.startswith(b"HTTP/1.1 413")
+
+    def chunked(n=16_000):  # 16,000 x 64 KiB = 1 GB if the server kept reading
+        block = b"0" * 65536
+        for _ in range(n):
+            yield f"{len(block):x}\r\n".encode() + block + b"\r\n"
+
+    head, sent = _raw_post(server, ["Transfer-Encoding: chunked", "Content-Type: multipart/form-data; boundary=b"],
+                           chunked())
+    assert head.startswith(b"HTTP/1.1 413") and sent < 50 * 2**20
+
+
+def test_the_request_log_records_each_scored_image_without_its_bytes(server, request_log):
+    log = request_log
+    before = len(log.read_text().splitlines()) if log.is_file() else 0
+    data = _jpeg(7)
+    httpx.post(f"{server}/predict", files={"file": ("seven.jpg", data)})
+    entries = [json.loads(x) for x in log.read_text().splitlines()[before:]]
+    assert [e["sha256"] for e in entries] == [hashlib.sha256(data).hexdigest()]
+    assert entries[0]["bytes"] == len(data) and entries[0]["label"] in ("fake", "real") and "image" not in entries[0]
 
 
 def test_http_api_handles_concurrent_requests(server):
     def call(i: int) -> float:
         r = httpx.post(f"{server}/predict", files={"file": (f"{i}.jpg", _jpeg(i % 3), "image/jpeg")}, timeout=60)
         assert r.status_code == 200
-        return r.json()["fake_probability"]
+        return r.json()["results"][0]["fake_probability"]
 
     with ThreadPoolExecutor(8) as pool:
         probs = list(pool.map(call, range(16)))

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from deepfake_detector.data.split import assign_splits, split
-from deepfake_detector.params import SplitParams
+from deepfake_detector.core.params import SplitParams
 
 P = SplitParams(val=0.15, test=0.15, group_distance=4)
 

@@ -12,7 +12,7 @@ import torch
 
 from conftest import write_params
 from deepfake_detector.model.checkpoint import CheckpointError, load_detector
-from deepfake_detector.params import load_params
+from deepfake_detector.core.params import load_params
 from deepfake_detector.model.train import Trainer, train
 
 
@@ -124,7 +124,7 @@ def test_training_writes_the_artifacts_and_reports(prepared):
     assert config == {"latent_dim": p.latent_dim, "generator_width": p.generator_width,
                       "generator_size": p.generator_size}
     assert (prepared / "reports/train/samples.png").stat().st_size > 0
-    from deepfake_detector.data.splits_io import split_version  # the data version is that of the splits trained on
+    from deepfake_detector.core.splits_io import split_version  # the data version is that of the splits trained on
 
     assert card["data_version"] == {"train_val_sha256": split_version(prepared / "splits")}
     train_csv = (prepared / "splits/train.csv").read_text().splitlines()

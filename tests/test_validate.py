@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from conftest import REPO
-from deepfake_detector.data.images import DataLayoutError
-from deepfake_detector.params import load_params
+from deepfake_detector.core.images import DataLayoutError
+from deepfake_detector.core.params import load_params
 from deepfake_detector.data.validate import validate
 
 P = load_params(REPO / "params.yaml").validate_.model_copy(update={"min_size": 32, "max_pixels": 4_000_000})
@@ -171,8 +171,10 @@ def test_flipped_labels_are_found_by_confident_learning_on_pretrained_embeddings
     data = tmp_path / "data"
     flipped = flip_labels(src, data, share=0.05, seed=seed)  # 3 of 60 per class
     assert len(flipped) == 6
+    from deepfake_detector.model.embeddings import embed_files
+
     m = validate(data, tmp_path / "clean", tmp_path / "reports", P, seed, cache_path=tmp_path / "cache/v.jsonl",
-                 progress=False)
+                 progress=False, embed=embed_files)
     assert m["label_issue_features"] == "pretrained embeddings"
     flags = pd.read_csv(tmp_path / "reports/label_issues.csv")
     found = set(flags["path"])
@@ -182,7 +184,7 @@ def test_flipped_labels_are_found_by_confident_learning_on_pretrained_embeddings
     assert flags["label_confidence"].is_monotonic_increasing
     assert "data:image/png;base64," in (tmp_path / "reports/label_issues.html").read_text()
     again = validate(data, tmp_path / "clean", tmp_path / "reports", P, seed, cache_path=tmp_path / "cache/v.jsonl",
-                     progress=False)
+                     progress=False, embed=embed_files)
     assert again["label_issue_candidates"] == m["label_issue_candidates"]  # from the embedding cache
 
 
@@ -220,7 +222,7 @@ def test_phash_has_the_same_bits_as_imagehash(tmp_path):
     from PIL import Image
 
     from deepfake_detector.data.demo import make_demo
-    from deepfake_detector.data.hashing import phash
+    from deepfake_detector.core.hashing import phash
 
     make_demo(tmp_path / "d", per_class=10, seed=3)
     images = [Image.open(p) for p in sorted((tmp_path / "d").rglob("*.*"))]

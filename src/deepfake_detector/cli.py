@@ -22,7 +22,7 @@ PARAMS = typer.Option(Path("params.yaml"), "--params", help="params file (typed 
 
 
 def _params(path: Path):
-    from .params import ParamsError, load_params
+    from .core.params import ParamsError, load_params
 
     try:
         return load_params(path)
@@ -70,12 +70,13 @@ def validate(data: Path, clean: Path, reports: Path, params: Path = PARAMS,
              workers: int = typer.Option(0, min=0, help="processes for the per-file pass (0 = every core)"),
              progress: bool = True) -> None:
     """Validate every image with Great Expectations; write the cleaned dataset."""
-    from .data.images import DataLayoutError
+    from .core.images import DataLayoutError
     from .data.validate import validate as run
+    from .model.embeddings import embed_files
 
     p = _params(params)
     try:
-        _show(run(data, clean, reports, p.validate_, p.seed, cache, progress, workers))
+        _show(run(data, clean, reports, p.validate_, p.seed, cache, progress, workers, embed=embed_files))
     except DataLayoutError as exc:
         _fail(exc)
 
@@ -142,7 +143,7 @@ def evaluate(paths: list[Path] = typer.Argument(..., help="MODEL SPLITS OUT, or 
     """Score the detector on the test split (or any labelled folder): metrics, robustness, summary."""
     from .model.checkpoint import CheckpointError
     from .evaluation.evaluate import evaluate as run
-    from .data.images import DataLayoutError
+    from .core.images import DataLayoutError
 
     if data is not None:
         if model is None or len(paths) != 1:
@@ -170,7 +171,7 @@ def drift(out: Path, reference: Path = typer.Option(..., help="split CSV or fold
 
     p = _params(params)
     try:
-        m = run(reference, current, out, model, p.drift.drift_share, p.drift.embedding_dims, progress)
+        m = run(reference, current, out, p.drift, model, progress)
     except (FileNotFoundError, ValueError, CheckpointError) as exc:
         _fail(exc)
     _show({k: v for k, v in m.items() if k != "columns"})
@@ -178,28 +179,32 @@ def drift(out: Path, reference: Path = typer.Option(..., help="split CSV or fold
 
 @app.command()
 def predict(paths: list[str] = typer.Argument(..., help="files, folders or globs"),
-            model: Path = typer.Option(Path("artifacts/model")),
+            model: str = typer.Option("artifacts/model", help="model folder or registry ref (detector@prod)"),
             format: str = typer.Option("table", help="table | json | csv"),
-            band: float = typer.Option(0.1, help="'uncertain' when |p - threshold| < band"),
+            band: float = typer.Option(None, help="'uncertain' when |p - threshold| < band [serve.uncertainty_band]"),
+            batch_size: int = typer.Option(None, min=1, help="images per forward pass [serve.batch_size]"),
             explain: Path = typer.Option(None, help="write Grad-CAM overlays (PNG) here"),
             runtime: str = typer.Option("torch", help="torch | onnx (uses MODEL/detector.onnx)"),
             crop_faces: bool = typer.Option(False, help="detect the largest face (OpenCV, offline) and score its crop"),
-            progress: bool = True) -> None:
+            params: Path = PARAMS, progress: bool = True) -> None:
     """Fake probability and label per image; exit 1 if any file could not be read."""
     import csv
     import sys
 
     from .model.checkpoint import CheckpointError
     from .serving.predict import predict as run
+    from .serving.registry import RegistryError
 
     if format not in ("table", "json", "csv") or runtime not in ("torch", "onnx"):
         _fail(ValueError("--format is table|json|csv and --runtime is torch|onnx"))
+    s = _params(params).serve
     try:
-        rows = run(paths, model, band, explain, runtime, crop_faces=crop_faces, progress=progress)
-    except (CheckpointError, FileNotFoundError) as exc:
+        rows = run(paths, model, s.uncertainty_band if band is None else band, explain, runtime,
+                   crop_faces=crop_faces, progress=progress, batch_size=batch_size or s.batch_size)
+    except (CheckpointError, FileNotFoundError, RegistryError) as exc:
         _fail(exc)
-    cols = (["path", "fake_probability", "label", "uncertain", "error"] + (["crop_box"] if crop_faces else [])
-            + (["explanation"] if explain else []))
+    cols = (["path", "fake_probability", "label", "uncertain", "model_version", "error"]
+            + (["crop_box"] if crop_faces else []) + (["explanation"] if explain else []))
     if format == "json":
         print(json.dumps(rows, indent=2))
     elif format == "csv":
@@ -231,14 +236,68 @@ def export(model: Path = typer.Argument(Path("artifacts/model")),
 
 
 @app.command()
-def serve(model: Path = typer.Option(Path("artifacts/model")), host: str = "127.0.0.1", port: int = 8000,
-          max_mb: float = typer.Option(10.0, help="upload size limit")) -> None:
-    """HTTP API: POST /predict (multipart `file`), GET /health, GET /model."""
+def serve(model: str = typer.Option("artifacts/model", help="model folder or registry ref (detector@prod)"),
+          host: str = "127.0.0.1", port: int = 8000,
+          max_mb: float = typer.Option(None, help="request body limit [serve.max_upload_mb]"),
+          request_log: str = typer.Option(None, help="JSONL of served predictions, '' = off [serve.request_log]"),
+          params: Path = PARAMS) -> None:
+    """HTTP API: POST /predict (multipart `files`), GET /health, GET /model."""
     import uvicorn
 
+    from .serving.detector import Detector
+    from .serving.registry import RegistryError
     from .serving.serve import create_app
 
-    uvicorn.run(create_app(model, int(max_mb * 2**20)), host=host, port=port, log_level="warning")
+    p = _params(params)
+    s = p.serve
+    try:
+        det = Detector.load(model, band=s.uncertainty_band, batch_size=s.batch_size)
+    except (FileNotFoundError, RegistryError) as exc:
+        _fail(exc)
+    app_ = create_app(det, int((s.max_upload_mb if max_mb is None else max_mb) * 2**20), s.max_files,
+                      p.validate_.max_pixels, s.decode_workers,
+                      s.request_log if request_log is None else request_log, s.log_images)
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
+registry = typer.Typer(help="Model registry (GTO git tags): register, show, resolve.", no_args_is_help=True)
+app.add_typer(registry, name="registry")
+
+
+@registry.command("register")
+def registry_register(version: str = typer.Option(None, help="vX.Y.Z; default: the next minor version"),
+                      stage: str = typer.Option("prod", help="stage to assign ('' = none)"),
+                      rev: str = typer.Option("HEAD", help="the commit whose dvc.lock names the model"),
+                      name: str = "detector", push: bool = typer.Option(False, help="push the tags to origin")) -> None:
+    """Register a commit's model as a new version and assign it a stage (gto register + gto assign)."""
+    from .serving.registry import RegistryError, register
+
+    try:
+        _show(register(".", name, rev, version, stage or None, push=push))
+    except RegistryError as exc:
+        _fail(exc)
+
+
+@registry.command("show")
+def registry_show(name: str = typer.Argument(None)) -> None:
+    """Versions and stages (runs `gto show`)."""
+    import subprocess
+    import sys
+
+    gto = Path(sys.executable).with_name("gto")
+    raise typer.Exit(subprocess.run([str(gto) if gto.exists() else "gto", "show", *([name] if name else [])]).returncode)
+
+
+@registry.command("resolve")
+def registry_resolve(ref: str) -> None:
+    """The model folder and version a ref (detector@prod) names, fetched with dvc get when needed."""
+    from .serving.registry import RegistryError, resolve
+
+    try:
+        path, version = resolve(ref, ".")
+    except RegistryError as exc:
+        _fail(exc)
+    _show({"ref": ref, "version": version, "path": str(path)})
 
 
 @app.command()
@@ -288,7 +347,7 @@ app.add_typer(params_app, name="params")
 @params_app.command("apply")
 def params_apply(profile: Path, params: Path = PARAMS) -> None:
     """Write PROFILE's values into params.yaml in place (layout and comments kept); validated first."""
-    from .params import ParamsError, apply_profile
+    from .core.params import ParamsError, apply_profile
 
     try:
         changed = apply_profile(params, profile)

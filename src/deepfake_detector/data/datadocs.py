@@ -15,7 +15,7 @@ import re
 import shutil
 from pathlib import Path
 
-from ..stable import source_date, stable_ids
+from ..core.stable import source_date, stable_ids
 
 ASSETS = Path(__file__).parent / "assets" / "gx_docs"
 VENDOR = "static/vendor"

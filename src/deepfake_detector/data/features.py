@@ -15,10 +15,6 @@ STAT_SIZE = 64
 SPECTRUM_BINS = 12
 
 
-def _gray(rgb: np.ndarray) -> np.ndarray:
-    return rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-
-
 @lru_cache(maxsize=8)
 def _radius(h: int, w: int) -> np.ndarray:
     """Distance of each (fftshifted) frequency from DC, 1.0 = half the shorter side."""
@@ -47,26 +43,41 @@ def radial_spectrum(gray: np.ndarray, bins: int = SPECTRUM_BINS) -> np.ndarray:
     return _radial(_power(gray), bins)
 
 
-def _stats(rgb: np.ndarray, gray: np.ndarray, power: np.ndarray) -> dict[str, float]:
-    lap = (-4 * gray[1:-1, 1:-1] + gray[:-2, 1:-1] + gray[2:, 1:-1] + gray[1:-1, :-2] + gray[1:-1, 2:])
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]  # elementwise max/min: axis=2 reductions are 20x slower
-    mx = np.maximum(np.maximum(r, g), b).astype(np.float32)
-    mn = np.minimum(np.minimum(r, g), b).astype(np.float32)
-    sat = np.where(mx > 0, (mx - mn) / np.maximum(mx, 1), 0)
-    total = float(power.sum()) or 1.0
-    return {
-        "brightness": float(gray.mean() / 255),
-        "contrast": float(gray.std() / 255),
-        "saturation": float(sat.mean()),
-        "sharpness": float(lap.var()),
-        "hf_energy": float(power[_radius(*gray.shape) > 0.5].sum() / total),
-    }
+STAT_NAMES = ("brightness", "contrast", "saturation", "sharpness", "hf_energy")
+
+
+def batch_stats(rgbs: np.ndarray, fast_fft: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(B, n, n, 3) uint8 -> ((B, 5) STAT_NAMES, (B, n*n) power spectrum; FFT order with fast_fft).
+
+    brightness, contrast, saturation, sharpness (Laplacian variance), hf_energy (power share beyond half
+    the Nyquist radius). fast_fft: scipy's float32 FFT (10x faster; validation's per-file features) instead
+    of numpy's float64 one (drift's statistics, comparable across releases).
+    """
+    b, n = len(rgbs), rgbs.shape[1]
+    planes = np.ascontiguousarray(rgbs.transpose(0, 3, 1, 2), np.float32)  # (B, 3, n, n)
+    gray = rgbs.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)  # (B, n, n)
+    centred = gray - gray.reshape(b, -1).mean(1)[:, None, None]
+    if fast_fft:  # FFT order, float32
+        import scipy.fft
+
+        power = (np.abs(scipy.fft.fft2(centred)) ** 2).reshape(b, -1)
+        high = _feature_grids(n)[2]
+    else:  # centred (fftshift) order: the sums below add up in the order drift's statistics always did
+        power = (np.abs(np.fft.fftshift(np.fft.fft2(centred), axes=(-2, -1))) ** 2).reshape(b, -1)
+        high = _radius(n, n).ravel() > 0.5
+    lap = (-4 * gray[:, 1:-1, 1:-1] + gray[:, :-2, 1:-1] + gray[:, 2:, 1:-1] + gray[:, 1:-1, :-2]
+           + gray[:, 1:-1, 2:]).reshape(b, -1)
+    mx, mn = planes.max(1), planes.min(1)  # elementwise over channels: axis=-1 reductions are 20x slower
+    sat = ((mx - mn) / np.maximum(mx, 1)).reshape(b, -1)  # 0 where mx = 0 (then mn = 0 too)
+    total = power.sum(1)
+    hf = power[:, high].sum(1) / np.where(total > 0, total, 1)
+    flat = gray.reshape(b, -1)
+    return np.column_stack([flat.mean(1) / 255, flat.std(1) / 255, sat.mean(1), lap.var(1), hf]), power
 
 
 def image_stats(rgb: np.ndarray) -> dict[str, float]:
-    """brightness, contrast, saturation, sharpness (Laplacian variance), hf_energy share."""
-    gray = _gray(rgb)
-    return _stats(rgb, gray, _power(gray))
+    """STAT_NAMES of one (n, n, 3) uint8 image (drift computes them at STAT_SIZE)."""
+    return dict(zip(STAT_NAMES, (float(v) for v in batch_stats(rgb[None])[0][0])))
 
 
 FEATURE_SIZE = 32  # cheap_features works on a 2x-reduced STAT_SIZE image: 4x fewer pixels to pay for
@@ -86,32 +97,17 @@ def _feature_grids(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def cheap_features(rgbs: np.ndarray) -> np.ndarray:
     """(B, n, n, 3) uint8, n = FEATURE_SIZE or 2 x FEATURE_SIZE -> (B, 23) label-issue fallback features.
 
-    Colour moments (6), brightness/contrast/saturation/sharpness/hf_energy (5) and the radial
-    spectrum (12) at FEATURE_SIZE px, for the whole batch in one set of numpy calls. Validation
-    computes them for every file, so they are kept cheap (validation runs at decode speed).
+    Colour moments (6), batch_stats (5) and the radial spectrum (12) at FEATURE_SIZE px, for the whole
+    batch in one set of numpy calls. Validation computes them for every file, so they are kept cheap.
     """
-    import scipy.fft
-
     if rgbs.shape[1] == 2 * FEATURE_SIZE:  # 2x2 mean pooling (10x faster than reshape().mean())
         r = rgbs.astype(np.float32)
         rgbs = (r[:, 0::2, 0::2] + r[:, 1::2, 0::2] + r[:, 0::2, 1::2] + r[:, 1::2, 1::2]) * 0.25
-    b = len(rgbs)
-    planes = np.ascontiguousarray(rgbs.transpose(0, 3, 1, 2), np.float32)  # (B, 3, n, n)
-    x = planes.reshape(b, 3, -1) / 255
-    gray = np.einsum("bchw,c->bhw", planes, np.array([0.299, 0.587, 0.114], np.float32))
-    flat = gray.reshape(b, -1)
-    # scipy's FFT: 10x faster than numpy's on (B, n, n) float32 here
-    power = (np.abs(scipy.fft.fft2(gray - flat.mean(1)[:, None, None])) ** 2).reshape(b, -1)
-    lap = (-4 * gray[:, 1:-1, 1:-1] + gray[:, :-2, 1:-1] + gray[:, 2:, 1:-1] + gray[:, 1:-1, :-2]
-           + gray[:, 1:-1, 2:]).reshape(b, -1)
-    mx, mn = planes.max(1), planes.min(1)
-    sat = ((mx - mn) / np.maximum(mx, 1)).reshape(b, -1)  # 0 where mx = 0 (then mn = 0 too)
-    onehot, counts, high = _feature_grids(FEATURE_SIZE)
-    total = power.sum(1)
-    hf = power[:, high].sum(1) / np.where(total > 0, total, 1)
+    x = np.ascontiguousarray(rgbs.transpose(0, 3, 1, 2), np.float32).reshape(len(rgbs), 3, -1) / 255
+    stats, power = batch_stats(rgbs, fast_fft=True)
+    onehot, counts, _ = _feature_grids(FEATURE_SIZE)
     radial = (np.log1p(power) @ onehot) / counts
-    return np.column_stack([x.mean(2), x.std(2), flat.mean(1) / 255, flat.std(1) / 255, sat.mean(1),
-                            lap.var(1), hf, radial]).astype(np.float64)
+    return np.column_stack([x.mean(2), x.std(2), stats, radial]).astype(np.float64)
 
 
 def jpeg_quality(img: Image.Image) -> float:

@@ -22,8 +22,8 @@ import numpy as np
 from PIL import Image
 
 from .features import FEATURE_SIZE, cheap_features
-from .hashing import phash
-from .images import to_rgb
+from ..core.hashing import phash
+from ..core.images import to_rgb
 
 CACHED_KEYS = ("decodes", "error", "format", "mode", "bands", "width", "height", "n_frames",
                 "exif_orientation", "phash", "features")

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from .datadocs import make_offline
-from ..stable import source_date
+from ..core.stable import source_date
 
 REASONS = ("unreadable", "unsupported", "too_small", "duplicate", "conflicting_label", "label_issue")
 SUITE_NAME = "image_metadata"

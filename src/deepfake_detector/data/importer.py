@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .images import LABELS, METADATA_FILE
+from ..core.images import LABELS, METADATA_FILE
 
 
 class ImportLayoutError(ValueError):

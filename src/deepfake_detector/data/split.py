@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .hashing import components, near_pairs
-from ..params import SplitParams
+from ..core.hashing import components, near_pairs
+from ..core.params import SplitParams
 
 SPLITS = ("train", "val", "test")
 

@@ -24,7 +24,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -32,10 +32,10 @@ from tqdm import tqdm
 
 from .filemeta import CACHED_KEYS, read_files
 from .gx_suite import REASONS, run_suite
-from .hashing import components, near_pairs
-from .images import CONVERTIBLE_MODES, GRAYSCALE_MODES, iter_labelled_files, read_metadata, source_of
-from .label_issues import embed_files, find_label_issues, thumbnails_html
-from ..params import ValidateParams
+from ..core.hashing import components, near_pairs
+from ..core.images import CONVERTIBLE_MODES, GRAYSCALE_MODES, iter_labelled_files, read_metadata, source_of
+from .label_issues import find_label_issues, thumbnails_html
+from ..core.params import ValidateParams
 
 MANIFEST_COLUMNS = ["path", "label", "sha256", "format", "mode", "width", "height", "bytes", "phash", "source", "group"]
 def decode_version(p: ValidateParams) -> str:
@@ -45,8 +45,8 @@ def decode_version(p: ValidateParams) -> str:
     version, so every file is decoded again instead of reusing stale results.
     """
     h = hashlib.sha256(f"max_pixels={p.max_pixels}".encode())
-    for name in ("filemeta.py", "features.py", "images.py"):
-        h.update((Path(__file__).parent / name).read_bytes())
+    for name in ("data/filemeta.py", "data/features.py", "core/images.py"):
+        h.update((Path(__file__).parents[1] / name).read_bytes())
     return h.hexdigest()[:12]
 
 
@@ -164,18 +164,25 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
+# (paths, sha256s, cache file, progress) -> one feature row per file, or None (no weights): model.embeddings.embed_files
+Embedder = Callable[[list[Path], list[str], "Path | None", bool], "np.ndarray | None"]
+
+
 def validate(data_dir: str | Path, clean_dir: str | Path, report_dir: str | Path, p: ValidateParams,
              seed: int = 42, cache_path: str | Path | None = None, progress: bool = True,
-             workers: int = 0) -> dict[str, Any]:
-    """Validate every file, write the cleaned dataset and the reports; return the metrics."""
+             workers: int = 0, embed: Embedder | None = None) -> dict[str, Any]:
+    """Validate every file, write the cleaned dataset and the reports; return the metrics.
+
+    embed: the label-issue features when validate.label_issue.features is `embeddings` (the CLI passes
+    `model.embeddings.embed_files`); without it, or without weights, the cheap features are used."""
     data_dir, clean_dir, report_dir = Path(data_dir), Path(clean_dir), Path(report_dir)
     frame, cache_stats = collect_metadata(data_dir, p, Path(cache_path) if cache_path else None, progress, workers)
     embeddings = None
-    if p.label_issue.features == "embeddings":
+    if p.label_issue.features == "embeddings" and embed is not None:
         decodes = frame["decodes"].fillna(False).astype(bool)
         emb_cache = Path(cache_path).with_name("embeddings.npy") if cache_path else None
-        sub = embed_files([data_dir / r for r in frame.loc[decodes, "path"]], frame.loc[decodes, "sha256"].tolist(),
-                          emb_cache, progress)
+        sub = embed([data_dir / r for r in frame.loc[decodes, "path"]], frame.loc[decodes, "sha256"].tolist(),
+                    emb_cache, progress)
         if sub is not None:
             embeddings = np.full((len(frame), sub.shape[1]), np.nan, np.float32)
             embeddings[decodes.to_numpy()] = sub

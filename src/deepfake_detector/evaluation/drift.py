@@ -23,19 +23,19 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..data.features import STAT_SIZE, image_stats, jpeg_quality
-from ..data.images import IMAGE_SUFFIXES, to_rgb, to_tensor
-from ..stable import stable_ids
+from ..core.images import IMAGE_SUFFIXES, to_rgb, to_tensor
+from ..core.params import DriftParams
+from ..core.stable import stable_ids
 
 STAT_COLUMNS = ["brightness", "contrast", "saturation", "sharpness", "hf_energy", "width", "height",
                 "file_bytes", "jpeg_quality"]
-EMBEDDING_THRESHOLD = 0.55  # Evidently's default model-based method: ROC AUC of a ref-vs-current classifier
 
 
 def list_images(source: str | Path) -> list[str]:
     """Paths from a split CSV (written by `split`) or every non-hidden file under a folder."""
     source = Path(source)
     if source.is_file() and source.suffix == ".csv":
-        from ..data.splits_io import read_split
+        from ..core.splits_io import read_split
 
         return read_split(source.parent, source.stem)["path"].tolist()
     if not source.is_dir():
@@ -72,8 +72,8 @@ def file_features(paths: list[str], progress: bool = False, model_size: int | No
     return frame, (torch.stack(thumbs) if thumbs else torch.zeros(0, 3, size, size, dtype=torch.uint8)), bad
 
 
-def drift(reference: str | Path, current: str | Path, out_dir: str | Path, model_dir: str | Path | None = None,
-          drift_share: float = 0.25, embedding_dims: int = 32, progress: bool = True) -> dict:
+def drift(reference: str | Path, current: str | Path, out_dir: str | Path, d: DriftParams,
+          model_dir: str | Path | None = None, progress: bool = True) -> dict:
     """Compare current to reference; write OUT/report.html and OUT/metrics.json; return the metrics."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import EmbeddingsDrift
@@ -85,7 +85,7 @@ def drift(reference: str | Path, current: str | Path, out_dir: str | Path, model
         raise ValueError(f"current set is empty: {current}")
     scorer, model_size = None, None
     if model_dir is not None:
-        from ..serving.scoring import TorchScorer
+        from ..model.scoring import TorchScorer
 
         scorer = TorchScorer(model_dir)
         model_size = scorer.image_size
@@ -99,14 +99,14 @@ def drift(reference: str | Path, current: str | Path, out_dir: str | Path, model
     if model_dir is not None:
         e_ref, p_ref = scorer.embed(ref_img)
         e_cur, p_cur = scorer.embed(cur_img)
-        pca = PCA(n_components=min(embedding_dims, len(ref) - 1, e_ref.shape[1]), random_state=0).fit(e_ref)
+        pca = PCA(n_components=min(d.embedding_dims, len(ref) - 1, e_ref.shape[1]), random_state=0).fit(e_ref)
         names = [f"emb_{i}" for i in range(pca.n_components_)]
         ref[names], cur[names] = pca.transform(e_ref), pca.transform(e_cur)
         ref["fake_prob"], cur["fake_prob"] = p_ref, p_cur
         columns.append("fake_prob")
         embeddings = {"detector": names}
     definition = DataDefinition(numerical_columns=columns + sum(embeddings.values(), []), embeddings=embeddings or None)
-    metrics_list = [DataDriftPreset(columns=columns, drift_share=drift_share)]
+    metrics_list = [DataDriftPreset(columns=columns, drift_share=d.drift_share)]
     if embeddings:
         metrics_list.append(EmbeddingsDrift(embeddings_name="detector"))
     used = columns + sum(embeddings.values(), [])
@@ -140,7 +140,7 @@ def drift(reference: str | Path, current: str | Path, out_dir: str | Path, model
         "dataset_drift": bool(dataset_drift), "drift_share": round(n_drifted / max(len(per_column), 1), 6),
         "n_drifted_columns": n_drifted, "n_columns": len(per_column),
         "embedding_drift_score": None if emb_score is None else round(emb_score, 6),
-        "embedding_drift": None if emb_score is None else emb_score > EMBEDDING_THRESHOLD,
+        "embedding_drift": None if emb_score is None else emb_score > d.embedding_threshold,
         "n_reference": len(ref), "n_current": len(cur), "n_unreadable_current": cur_bad,
         "n_unreadable_reference": ref_bad, "columns": per_column,
     }

@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageFilter
 
-from .metrics import CI_METRICS, binary_metrics, bootstrap_ci, bootstrap_indices
-from ..serving.scoring import Scorer, load_scorer
-from ..data.splits_io import read_folder, read_split
+from ..core.metrics import CI_METRICS, binary_metrics, bootstrap_ci, bootstrap_indices
+from ..model.scoring import Scorer, load_scorer
+from ..core.splits_io import read_folder, read_split
 from ..model.tensorcache import decode_all
 
 Perturb = Callable[[Image.Image], Image.Image]

@@ -25,35 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .metrics import binary_metrics, bootstrap_indices
-from ..params import GateParams
+from ..core.metrics import binary_metrics, bootstrap_indices, metric_value, paired_difference
+from ..core.params import GateParams
 
 N_BOOT = 1000
-
-
-def _metric(name: str, y: np.ndarray, prob: np.ndarray, threshold: float) -> float:
-    from sklearn import metrics as skm
-
-    if name in ("roc_auc", "average_precision"):
-        if len(np.unique(y)) < 2:
-            return float("nan")
-        return float(skm.roc_auc_score(y, prob) if name == "roc_auc" else skm.average_precision_score(y, prob))
-    pred = (prob >= threshold).astype(int)
-    return float((pred == y).mean()) if name == "accuracy" else float(skm.f1_score(y, pred, zero_division=0))
-
-
-def paired_difference(name: str, y: np.ndarray, a: np.ndarray, thr_a: float, b: np.ndarray, thr_b: float,
-                      seed: int = 0) -> dict[str, float]:
-    """metric(a) - metric(b) on the same images, with a 95 % paired percentile bootstrap interval."""
-    diffs = []
-    for rows in bootstrap_indices(len(y), N_BOOT, seed):
-        d = _metric(name, y[rows], a[rows], thr_a) - _metric(name, y[rows], b[rows], thr_b)
-        if math.isfinite(d):
-            diffs.append(d)
-    point = _metric(name, y, a, thr_a) - _metric(name, y, b, thr_b)
-    lo, hi = (np.quantile(diffs, [0.025, 0.975]) if diffs else (float("nan"), float("nan")))
-    return {"difference": round(point, 6), "ci_low": round(float(lo), 6), "ci_high": round(float(hi), 6),
-            "n_boot": len(diffs)}
 
 
 def decide(g: GateParams, challenger: dict, champion: dict | None, paired: dict | None,
@@ -87,8 +62,8 @@ def compare(challenger_dir: str | Path, champion_dir: str | Path | None, splits_
 
     champion_seen: sha256 of the champion's train/val images when its folder carries no list."""
     from .evaluate import score_frame
-    from ..serving.scoring import load_scorer
-    from ..data.splits_io import read_seen, read_split
+    from ..model.scoring import load_scorer
+    from ..core.splits_io import read_seen, read_split
 
     test_csv = Path(splits_dir) / "test.csv"
     frame = read_split(splits_dir, "test")
@@ -115,7 +90,7 @@ def compare(challenger_dir: str | Path, champion_dir: str | Path | None, splits_
         prob, ok = score_frame(scorer, frame)
         y = y_all[ok]
         m = binary_metrics(y, prob, scorer.threshold)
-        entry = {"value": _metric(g.metric, y, prob, scorer.threshold), "f1": m["f1"], "n_test": int(len(y)),
+        entry = {"value": metric_value(g.metric, y, prob, scorer.threshold), "f1": m["f1"], "n_test": int(len(y)),
                  "threshold": scorer.threshold, "model": str(model_dir)}
         full = np.full(len(y_all), np.nan)
         full[ok] = prob
@@ -130,7 +105,8 @@ def compare(challenger_dir: str | Path, champion_dir: str | Path | None, splits_
             champion_error = f"{type(exc).__name__}: {str(exc)[:300]}"
         else:
             both = ok_new & ok_old
-            paired = paired_difference(g.metric, y_all[both], p_new[both], t_new, p_old[both], t_old, seed)
+            paired = paired_difference(g.metric, y_all[both], p_new[both], t_new, p_old[both], t_old,
+                                       bootstrap_indices(int(both.sum()), N_BOOT, seed))
     promoted, reason = decide(g, challenger, champion, paired, champion_error)
     return {"promoted": promoted, "reason": reason, "metric": g.metric, "challenger": challenger,
             "champion": champion, "champion_error": champion_error,

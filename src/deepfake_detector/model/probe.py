@@ -34,23 +34,17 @@ def frozen_features(images: torch.Tensor, size: int, batch_size: int = 64) -> np
     net = _backbone()
     out = []
     for i in range(0, len(images), batch_size):
-        x = (to_input(images[i:i + batch_size], size) - net.mean) / net.std
-        x = net.act(net._bn0(net._conv_stem(x.contiguous(memory_format=torch.channels_last))))
-        pooled = []
-        for j, block in enumerate(net._blocks):
-            x = block(x)
-            if j in TAPS:
-                pooled.append(x.mean((2, 3)))
-        pooled.append(net.act(net._bn1(net._conv_head(x))).mean((2, 3)))
-        out.append(torch.cat(pooled, 1).float().numpy())
+        x = to_input(images[i:i + batch_size], size).contiguous(memory_format=torch.channels_last)
+        head, tapped = net.forward_intermediates(x, TAPS)
+        out.append(torch.cat([t.mean((2, 3)) for t in (*tapped, head)], 1).float().numpy())
     return np.concatenate(out) if out else np.zeros((0, N_FEATURES), np.float32)
 
 
-def fit_probe(features: np.ndarray, y: np.ndarray, seed: int, c: float = 0.5):
-    """Standardise + L2 logistic regression; returns (scaler, model)."""
+def fit_probe(features: np.ndarray, y: np.ndarray, seed: int, c: float = 0.5, max_iter: int = 3000):
+    """Standardise + L2 logistic regression (a linear probe on any features); returns (scaler, model)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
     scaler = StandardScaler().fit(features)
-    lr = LogisticRegression(max_iter=3000, C=c, random_state=seed).fit(scaler.transform(features), y)
+    lr = LogisticRegression(max_iter=max_iter, C=c, random_state=seed).fit(scaler.transform(features), y)
     return scaler, lr

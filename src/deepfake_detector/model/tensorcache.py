@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from ..data.images import load_rgb, to_tensor
+from ..core.images import load_rgb, to_tensor
 
 SHARD_BYTES = 256 * 2**20
 WRITE_CHUNK = 256  # images decoded per write while building a shard

@@ -29,12 +29,12 @@ from .checkpoint import check_resume, run_fingerprint, safe_load, save_detector
 from .factory import build_detector
 from .gan import GanStep
 from .distributed import Dist, barrier, rank0_decides, setup, shard, sync_batchnorm, teardown, wrap
-from ..evaluation.metrics import binary_metrics, choose_threshold
+from ..core.metrics import binary_metrics, choose_threshold
 from .models import (Generator, WeightedBCELoss, backbone_batchnorms, class_weights_from_counts,
                      freeze_early, keep_frozen_eval)
-from ..params import Params
-from ..serving.scoring import predict_proba
-from ..data.splits_io import read_split, split_version, write_seen
+from ..core.params import Params
+from .scoring import predict_proba
+from ..core.splits_io import read_split, split_version, write_seen
 from .tensorcache import decode_all
 
 __all__ = ["Trainer", "train"]
@@ -87,6 +87,9 @@ class TrainState:
 
 
 class Trainer:
+    """The GAN training loop. __init__ reads as a list of setups (data, networks, optimisation, loss,
+    bookkeeping), each a small method; `fit` is the loop."""
+
     def __init__(self, p: Params, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor,
                  val_y: np.ndarray, model_dir: Path, ckpt_dir: Path, report_dir: Path, device: torch.device,
                  progress: bool = True, max_batches: int | None = None, rows: np.ndarray | None = None,
@@ -94,37 +97,50 @@ class Trainer:
         """rows: the usable rows of train_x/train_y (all by default); train_x may be a memory-mapped cache.
         dist: this process's rank when launched by torchrun (see distributed.py).
         fingerprint: params + data digest stored in last.pt; --resume refuses a checkpoint with another."""
-        self.fingerprint = fingerprint
-        self.dist = dist or Dist(device=device)
         self.p, self.t, self.device = p, p.train, device
-        self.train_x, self.val_x, self.val_y = train_x, val_x, val_y
-        self.rows = torch.arange(len(train_x)) if rows is None else torch.as_tensor(rows)
-        self.train_y = train_y
-        train_y = train_y[self.rows]
+        self.dist = dist or Dist(device=device)
         self.model_dir, self.ckpt_dir, self.report_dir = model_dir, ckpt_dir, report_dir
         self.progress = progress and self.dist.main
-        torch.manual_seed(p.seed)
-        m = p.model
+        self.fingerprint = fingerprint
+        self._setup_data(train_x, train_y, val_x, val_y, rows)
+        self._setup_networks()
+        self._setup_optimisation(max_batches)
+        self._setup_loss()
+        self.state = TrainState()
+        self.timings: list[dict[str, float]] = []  # per epoch of this process: img/s, seconds
+        self.seen: list[list[int]] | None = [] if log_seen else None  # dataset rows per epoch (tests)
+
+    def _setup_data(self, train_x, train_y, val_x, val_y, rows) -> None:
+        self.train_x, self.train_y, self.val_x, self.val_y = train_x, train_y, val_x, val_y
+        self.rows = torch.arange(len(train_x)) if rows is None else torch.as_tensor(rows)
+
+    def _setup_networks(self) -> None:
+        """D (pretrained, partly frozen), G, and the step that runs both (DDP-wrapped under torchrun)."""
+        torch.manual_seed(self.p.seed)
+        m, d = self.p.model, self.dist
         self.D, self.frozen, self.pretrained = build_trainable_detector(
-            p, device, sync_bn=self.t.sync_bn and self.dist.enabled and device.type == "cuda")
-        self.G = Generator(m.latent_dim, m.generator_width, m.generator_size).to(device)
+            self.p, self.device, sync_bn=self.t.sync_bn and d.enabled and self.device.type == "cuda")
+        self.G = Generator(m.latent_dim, m.generator_width, m.generator_size).to(self.device)
         # the generator joins the DDP-wrapped step only when it is used: DDP needs every parameter in the loss
-        self.step = wrap(GanStep(self.D, self.G if self.t.gan_weight > 0 else None, self.t.image_size), self.dist)
-        self.opt_d, self.opt_g = make_optimizers(self.D, self.G, p)
+        self.step = wrap(GanStep(self.D, self.G if self.t.gan_weight > 0 else None, self.t.image_size), d)
+        self.z_fixed = torch.randn(32, m.latent_dim, generator=torch.Generator().manual_seed(self.p.seed))
+
+    def _setup_optimisation(self, max_batches: int | None) -> None:
+        """AdamW/Adam and the per-step warmup + cosine schedule of D's learning rate."""
+        self.opt_d, self.opt_g = make_optimizers(self.D, self.G, self.p)
         self.steps_per_epoch = max(1, len(self._batches(shard(self.rows, self.dist))))
         if max_batches:
             self.steps_per_epoch = min(self.steps_per_epoch, max_batches)
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt_d, warmup_cosine(round(self.t.warmup_epochs * self.steps_per_epoch),
                                       self.t.epochs * self.steps_per_epoch))
-        counts = torch.bincount(train_y, minlength=2).tolist()
+
+    def _setup_loss(self) -> None:
+        """The weighted BCE: class weights from the train rows' label counts unless given."""
+        counts = torch.bincount(self.train_y[self.rows], minlength=2).tolist()
         w = class_weights_from_counts(*counts) if self.t.class_weights == "auto" else self.t.class_weights
         self.class_weights = tuple(float(v) for v in w)
-        self.crit = WeightedBCELoss(self.class_weights).to(device)
-        self.state = TrainState()
-        self.timings: list[dict[str, float]] = []  # per epoch of this process: img/s, seconds
-        self.seen: list[list[int]] | None = [] if log_seen else None  # dataset rows per epoch (tests)
-        self.z_fixed = torch.randn(32, m.latent_dim, generator=torch.Generator().manual_seed(p.seed))
+        self.crit = WeightedBCELoss(self.class_weights).to(self.device)
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
@@ -180,8 +196,10 @@ class Trainer:
             n_img += len(idx)
             bar.set_postfix(d=f"{d:.3f}", g=f"{g:.3f}")
         secs = time.perf_counter() - t0
-        return {"d_loss": float(np.mean(d_losses)), "g_loss": float(np.nanmean(g_losses)) if self.t.gan_weight > 0
-                else float("nan"), "images_per_s": n_img / max(secs, 1e-9), "epoch_s": secs}
+        # timings go to the run log, not to the checkpoint: same inputs -> same last.pt bytes
+        self.timings.append({"epoch": epoch, "images_per_s": n_img / max(secs, 1e-9), "epoch_s": secs})
+        return {"d_loss": float(np.mean(d_losses)),
+                "g_loss": float(np.nanmean(g_losses)) if self.t.gan_weight > 0 else float("nan")}
 
     def _evaluate(self) -> tuple[dict[str, float], float]:
         prob = predict_proba(self.D, self.val_x, self.t.image_size, self.device)
@@ -219,23 +237,25 @@ class Trainer:
         last = self.ckpt_dir / "last.pt"
         if resume and last.is_file():  # every rank loads it: the same weights everywhere
             self._load_checkpoint(last)
+        end = self.t.epochs if stop_after is None else min(self.t.epochs, stop_after)
         with self._live(resume) as live:
-            for epoch in range(self.state.epoch + 1, self.t.epochs):
-                if self.state.stopped_early or (stop_after is not None and epoch >= stop_after):
+            for epoch in range(self.state.epoch + 1, end):
+                if self.state.stopped_early:
                     break
                 stats = self._run_epoch(epoch)
                 self.state.epoch = epoch
-                # timings go to the run log, not to the checkpoint: same inputs -> same last.pt bytes
-                self.timings.append({"epoch": epoch, **{k: stats.pop(k) for k in ("images_per_s", "epoch_s")}})
                 if self.dist.main:
-                    self._end_epoch(epoch, stats, live)
+                    self._end_epoch(epoch, stats, live)  # validate, keep the best, log
                     self._save_checkpoint(last)
                 self.state.stopped_early = rank0_decides(self.state.stopped_early, self.dist)
-            if live is not None and self.state.best_epoch >= 0:
-                best = next(h for h in self.state.history if h["epoch"] == self.state.best_epoch)
-                live.summary["best"] = {"epoch": self.state.best_epoch,
-                                        **{k[4:]: v for k, v in best.items() if k.startswith("val_")}}
+            self._log_best(live)
         return self.state
+
+    def _log_best(self, live) -> None:
+        if live is not None and self.state.best_epoch >= 0:
+            best = next(h for h in self.state.history if h["epoch"] == self.state.best_epoch)
+            live.summary["best"] = {"epoch": self.state.best_epoch,
+                                    **{k[4:]: v for k, v in best.items() if k.startswith("val_")}}
 
     def _live(self, resume: bool):
         """DVCLive on rank 0; nothing elsewhere."""

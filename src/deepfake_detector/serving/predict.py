@@ -1,11 +1,13 @@
 """Ask "is this face image fake?" of files, folders or globs; optional Grad-CAM overlays.
 
     dfd predict img.jpg faces/ 'more/*.png' --format table|json|csv [--explain heatmaps/] [--runtime onnx]
+    dfd predict img.jpg --model detector@prod            # a registry ref (serving/registry.py)
     dfd predict photo.jpg --crop-faces      # not an aligned face crop: find the largest face first
 
-Per image: fake probability, label from the threshold stored with the model, and
-"uncertain" when the probability is within `--band` of that threshold. Unreadable files get
-an error entry; the rest are still scored (the CLI exits 1 if any failed).
+Per image: fake probability, label from the threshold stored with the model, "uncertain" when
+the probability is within the band (params.yaml serve.uncertainty_band, or `--band`) of that
+threshold, and the model version. Images go through the model in batches (serve.batch_size).
+Unreadable files get an error entry; the rest are still scored (the CLI exits 1 if any failed).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from ..data.images import IMAGE_SUFFIXES, load_rgb, to_tensor
+from ..core.images import IMAGE_SUFFIXES, load_rgb, to_tensor
 
 
 def expand(inputs: list[str]) -> list[str]:
@@ -94,38 +96,52 @@ def overlay(img: Image.Image, heat: np.ndarray) -> Image.Image:
     return Image.fromarray((base * (1 - alpha) + color * alpha).astype(np.uint8))
 
 
-def predict(inputs: list[str], model_dir: str | Path, band: float = 0.1, explain_dir: str | Path | None = None,
-            runtime: str = "torch", onnx_path: str | Path | None = None, crop_faces: bool = False,
-            progress: bool = True) -> list[dict[str, Any]]:
+def predict(inputs: list[str], model: str | Path, band: float | None = None, explain_dir: str | Path | None = None,
+            runtime: str = "torch", crop_faces: bool = False, progress: bool = True, batch_size: int | None = None,
+            repo: str | Path = ".", params: str | Path | None = None) -> list[dict[str, Any]]:
+    """One row per expanded input (path, fake_probability, label, uncertain, threshold, model_version, or
+    error); `model` is a folder or a registry ref. Images are scored batch_size at a time."""
     from ..model.augment import to_input
-    from .scoring import OnnxScorer, TorchScorer, verdict
+    from ..model.scoring import TorchScorer
+    from .detector import Detector
 
-    torch_scorer = TorchScorer(model_dir) if runtime == "torch" or explain_dir is not None else None
-    scorer = OnnxScorer(model_dir, onnx_path) if runtime == "onnx" else torch_scorer
-    size, thr = scorer.image_size, scorer.threshold
+    det = Detector.load(model, runtime, band, batch_size, repo=repo, params=params)
+    cam_model = (det.scorer if isinstance(det.scorer, TorchScorer) else TorchScorer(det.model_dir)).model \
+        if explain_dir is not None else None
     if explain_dir is not None:
         Path(explain_dir).mkdir(parents=True, exist_ok=True)
-    results = []
     paths = expand(inputs)
+    rows: list[dict[str, Any]] = []
+    batch: list[tuple[dict, Image.Image, torch.Tensor]] = []
+
+    def flush() -> None:
+        probs = det.predict_tensor(torch.stack([t for _, _, t in batch]))
+        for (row, img, arr), prob in zip(batch, probs):
+            row.update({k: v for k, v in det.result(prob, row["path"]).to_dict().items() if k != "source"})
+            if cam_model is not None:
+                heat = grad_cam(cam_model, to_input(arr[None], det.image_size))[0].numpy()
+                tag = hashlib.sha1(str(Path(row["path"]).resolve()).encode()).hexdigest()[:8]  # a/x.jpg != b/x.jpg
+                out = Path(explain_dir) / f"{Path(row['path']).stem}_{tag}_gradcam.png"
+                overlay(img, heat).save(out)
+                row["explanation"] = str(out)
+        batch.clear()
+
     for path in tqdm(paths, desc="predict", unit="img", disable=not progress or len(paths) < 2):
+        row: dict[str, Any] = {"path": path}
+        rows.append(row)
         try:
             img = load_rgb(path)
         except Exception as exc:  # noqa: BLE001 - one bad file must not stop the rest
-            results.append({"path": path, "error": f"{type(exc).__name__}: {exc}"})
+            row["error"] = f"{type(exc).__name__}: {exc}"
             continue
         box = detect_face(img) if crop_faces else None
         if box is not None:
             img = img.crop(box)
-        arr = to_tensor(img, size)[None]
-        prob = float(scorer.predict(arr)[0])
-        row = {"path": path, "fake_probability": round(prob, 6), **verdict(prob, thr, band), "threshold": thr}
         if crop_faces:  # no face found: the whole image was scored, and the row says so
             row["crop_box"] = list(box) if box is not None else None
-        if explain_dir is not None:
-            heat = grad_cam(torch_scorer.model, to_input(arr, size))[0].numpy()
-            tag = hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:8]  # a/x.jpg != b/x.jpg
-            out = Path(explain_dir) / f"{Path(path).stem}_{tag}_gradcam.png"
-            overlay(img, heat).save(out)
-            row["explanation"] = str(out)
-        results.append(row)
-    return results
+        batch.append((row, img, to_tensor(img, det.image_size)))
+        if len(batch) == det.batch_size:
+            flush()
+    if batch:
+        flush()
+    return rows

@@ -98,6 +98,22 @@ class TrainParams(_Strict):
 class DriftParams(_Strict):
     drift_share: float = Field(gt=0, le=1)
     embedding_dims: int = Field(ge=1, le=512)
+    embedding_threshold: float = Field(gt=0.5, le=1)  # ROC AUC of a reference-vs-current classifier
+
+
+class BaselineParams(_Strict):
+    cnn_ablations: bool  # fine-tune `plain` and the GAN toggle too (two more trainings)
+    gan_on_weight: float = Field(gt=0)  # the GAN ablation's weight when the main model trains without it
+
+
+class ServeParams(_Strict):
+    uncertainty_band: float = Field(ge=0, le=0.5)  # "uncertain" when |p - threshold| < band
+    batch_size: int = Field(ge=1)
+    max_upload_mb: float = Field(gt=0)  # whole request body, refused before parsing
+    max_files: int = Field(ge=1)
+    decode_workers: int = Field(ge=1)
+    request_log: str  # JSONL of served predictions; "" = off
+    log_images: bool
 
 
 class GateParams(_Strict):
@@ -124,6 +140,8 @@ class Params(_Strict):
     model: ModelParams
     train: TrainParams
     drift: DriftParams
+    baselines: BaselineParams
+    serve: ServeParams
     flows: FlowParams
 
     @model_validator(mode="after")
@@ -188,38 +206,38 @@ def apply_profile(params_path: str | Path, profile: str | Path) -> list[str]:
 
     A profile holds only what differs (e.g. profiles/paper.yaml). The result is validated before it
     is written; returns the changed keys. DVC then sees an ordinary params change (`dvc params diff`).
+    ruamel.yaml round-trips the file (comments, key order, flow-style lists such as `[40, 95]` kept);
+    chosen over a hand-written line editor because it is the YAML library DVC itself uses.
     """
-    import json
+    import io
+
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
     params_path, profile = Path(params_path), Path(profile)
-    lines = params_path.read_text().splitlines(keepends=True)
     wanted = _leaves(_read(profile))
     load_params(params_path, profile)  # validate the merged result first: nothing is written on error
-    stack: list[tuple[int, str]] = []
-    changed, seen = [], set()
-    for i, line in enumerate(lines):
-        body = line.split("#", 1)[0].rstrip()
-        if not body.strip() or ":" not in body or body.lstrip().startswith("- "):
+    rt = YAML()  # round-trip mode
+    rt.width, rt.preserve_quotes = 4096, True  # never fold a long line; "0 3 * * 1" stays quoted
+    rt.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
+    doc = rt.load(params_path.read_text())
+    missing, changed = [], []
+    for path, value in wanted.items():
+        node = doc
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, CommentedMap) else None
+        if not isinstance(node, CommentedMap) or path[-1] not in node:
+            missing.append(".".join(path))
             continue
-        indent = len(body) - len(body.lstrip())
-        key, _, value = body.strip().partition(":")
-        while stack and stack[-1][0] >= indent:
-            stack.pop()
-        path = tuple(k for _, k in stack) + (key,)
-        if not value.strip():
-            stack.append((indent, key))
-            continue
-        if path in wanted:
-            pre = line.split("#", 1)[0].rstrip("\n")
-            comment = line[len(pre):].rstrip("\n") if "#" in line else ""
-            head = f"{' ' * indent}{key}: {json.dumps(wanted[path]) if not isinstance(wanted[path], str) else wanted[path]}"
-            if yaml.safe_load(f"v: {head.split(': ', 1)[1]}")["v"] != wanted[path]:
-                head = f"{' ' * indent}{key}: {json.dumps(wanted[path])}"
-            lines[i] = ((head.ljust(len(pre) - 1) + " " + comment) if comment else head).rstrip() + "\n"
-            seen.add(path)
-            changed.append(".".join(path))
-    missing = [".".join(k) for k in wanted if k not in seen]
+        old = node[path[-1]]
+        if isinstance(value, list) and isinstance(old, CommentedSeq) and old.fa.flow_style():
+            value = CommentedSeq(value)
+            value.fa.set_flow_style()
+        node[path[-1]] = value
+        changed.append(".".join(path))
     if missing:
         raise ParamsError(f"{profile}: keys not found in {params_path}: {', '.join(missing)}")
-    params_path.write_text("".join(lines))
+    out = io.StringIO()
+    rt.dump(doc, out)
+    params_path.write_text(out.getvalue())
     return changed

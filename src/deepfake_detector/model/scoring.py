@@ -20,7 +20,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from ..model.augment import to_input
+from .augment import to_input
 from ..data.features import radial_spectrum
 
 SPECTRUM_LR_BINS = 32  # the spectrum baseline's bands (features.SPECTRUM_BINS = 12 is the label-issue vector's)
@@ -69,7 +69,7 @@ class TorchScorer:
     """detector.pt (architecture from its stored config); `.model` is there for Grad-CAM."""
 
     def __init__(self, model_dir: str | Path, device: str = "cpu") -> None:
-        from ..model.checkpoint import load_detector
+        from .checkpoint import load_detector
 
         self.model, self.info = load_detector(model_dir, device)
         self.device = torch.device(device)
@@ -90,7 +90,7 @@ class OnnxScorer:
     def __init__(self, model_dir: str | Path, onnx_path: str | Path | None = None) -> None:
         import onnxruntime as ort
 
-        from ..model.checkpoint import safe_load
+        from .checkpoint import safe_load
 
         info = safe_load(Path(model_dir) / "detector.pt")  # threshold and input size travel with the weights
         self.name = Path(model_dir).name
@@ -153,7 +153,7 @@ class ProbeScorer(JsonLogisticScorer):
     FILE = "probe.json"
 
     def features(self, images: torch.Tensor) -> np.ndarray:
-        from ..model.probe import frozen_features
+        from .probe import frozen_features
 
         return frozen_features(images, self.image_size)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from sklearn import metrics as skm
 
@@ -90,15 +92,24 @@ def bootstrap_ci(y: np.ndarray, prob: np.ndarray, threshold: float, idx: np.ndar
             else [float("nan"), float("nan")] for k, v in values.items()}
 
 
-def paired_auc_difference(y: np.ndarray, prob_a: np.ndarray, prob_b: np.ndarray, idx: np.ndarray,
-                          level: float = 0.95) -> dict[str, float]:
-    """AUC(a) - AUC(b) on the same images, with its paired percentile bootstrap interval."""
+def metric_value(name: str, y: np.ndarray, prob: np.ndarray, threshold: float) -> float:
+    """One metric by name: ranking metrics from prob (NaN with one class), the others at threshold."""
+    if name in ("roc_auc", "average_precision"):
+        if len(np.unique(y)) < 2:
+            return float("nan")
+        return float(skm.roc_auc_score(y, prob) if name == "roc_auc" else skm.average_precision_score(y, prob))
+    pred = (prob >= threshold).astype(int)
+    return float((pred == y).mean()) if name == "accuracy" else float(skm.f1_score(y, pred, zero_division=0))
+
+
+def paired_difference(name: str, y: np.ndarray, a: np.ndarray, thr_a: float, b: np.ndarray, thr_b: float,
+                      idx: np.ndarray, level: float = 0.95) -> dict[str, float]:
+    """metric(a) - metric(b) on the same images, with its paired percentile bootstrap interval over idx."""
     y = np.asarray(y, int)
-    diffs = [skm.roc_auc_score(y[r], prob_a[r]) - skm.roc_auc_score(y[r], prob_b[r])
-             for r in idx if len(np.unique(y[r])) == 2]
+    diffs = [d for r in idx if math.isfinite(d := metric_value(name, y[r], a[r], thr_a)
+                                             - metric_value(name, y[r], b[r], thr_b))]
+    point = metric_value(name, y, a, thr_a) - metric_value(name, y, b, thr_b)
     alpha = (1 - level) / 2
-    point = skm.roc_auc_score(y, prob_a) - skm.roc_auc_score(y, prob_b) if len(np.unique(y)) == 2 else float("nan")
-    if not diffs:
-        return {"difference": float(point), "ci_low": float("nan"), "ci_high": float("nan")}
-    return {"difference": round(float(point), 6), "ci_low": round(float(np.quantile(diffs, alpha)), 6),
-            "ci_high": round(float(np.quantile(diffs, 1 - alpha)), 6)}
+    lo, hi = np.quantile(diffs, [alpha, 1 - alpha]) if diffs else (float("nan"), float("nan"))
+    return {"difference": round(point, 6), "ci_low": round(float(lo), 6), "ci_high": round(float(hi), 6),
+            "n_boot": len(diffs)}

@@ -1,0 +1,144 @@
+"""The Python API: load a detector once, score images in batches.
+
+    from deepfake_detector import Detector
+    det = Detector.load("artifacts/model")             # a model folder, or a registry ref: "detector@prod"
+    det.predict(["a.jpg", pil_image, uint8_array], batch_size=32)
+    # [Prediction(fake_probability=0.93, label='fake', uncertain=False, model_version='v0.2.0', ...), ...]
+
+Inputs are paths, PIL images or (H, W, 3) uint8 arrays. A file that cannot be read gives a Prediction
+with `error` set; the rest are still scored. `dfd predict` and `dfd serve` are built on this class.
+Defaults (uncertainty band, batch size) come from params.yaml `serve`; arguments override them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..core.images import load_rgb, to_rgb, to_tensor
+from ..model.scoring import load_scorer, verdict
+
+@dataclass(frozen=True)
+class Prediction:
+    fake_probability: float | None
+    label: str | None  # "fake" | "real"; None with an error
+    uncertain: bool | None  # within the uncertainty band of the stored threshold
+    threshold: float
+    model_version: str
+    source: str  # the path, or "<PIL image>" / "<array>"
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, without the empty fields (no `error` key when the image was scored)."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def content_version(model_dir: Path) -> str:
+    """A folder's model version when no registry names it: the weights' own hash."""
+    h = hashlib.sha256((model_dir / "detector.pt").read_bytes()).hexdigest() if (model_dir / "detector.pt").is_file() \
+        else hashlib.sha256(b"".join(p.read_bytes() for p in sorted(model_dir.glob("*.json")))).hexdigest()
+    return f"sha256:{h[:12]}"
+
+
+def to_image(item: Any) -> Image.Image:
+    """Path, PIL image or (H, W, 3) uint8 array -> RGB PIL image (alpha composited, EXIF-rotated for files)."""
+    if isinstance(item, (str, Path)):
+        return load_rgb(item)
+    if isinstance(item, Image.Image):
+        return to_rgb(item)
+    if isinstance(item, np.ndarray):
+        if item.dtype != np.uint8 or item.ndim != 3 or item.shape[2] != 3:
+            raise ValueError(f"arrays must be (H, W, 3) uint8 RGB, got {item.dtype} {item.shape}")
+        return Image.fromarray(item, "RGB")
+    raise TypeError(f"cannot score a {type(item).__name__}: give a path, a PIL image or an (H, W, 3) uint8 array")
+
+
+class Detector:
+    """A loaded model: its scorer (torch or ONNX Runtime), threshold, input size and version."""
+
+    def __init__(self, model_dir: str | Path, band: float, batch_size: int, version: str | None = None,
+                 runtime: str = "torch", device: str = "cpu") -> None:
+        self.model_dir = Path(model_dir)
+        self.scorer = load_scorer(self.model_dir, device, runtime)
+        self.version = version or content_version(self.model_dir)
+        self.threshold, self.image_size = float(self.scorer.threshold), int(self.scorer.image_size)
+        self.band, self.batch_size = band, batch_size
+
+    @classmethod
+    def load(cls, path_or_ref: str | Path, runtime: str = "torch", band: float | None = None,
+             batch_size: int | None = None, device: str = "cpu", repo: str | Path = ".",
+             params: str | Path | None = None) -> "Detector":
+        """A model folder, or a registry ref (`detector@prod`, `detector@v1.2.0`, `detector@latest`)
+        resolved in `repo` (see serving/registry.py). band/batch_size default to params.yaml `serve`."""
+        from .registry import is_ref, resolve
+
+        band, batch_size = _defaults(band, batch_size, Path(params) if params else Path(repo) / "params.yaml")
+        if is_ref(str(path_or_ref)) and not Path(path_or_ref).exists():
+            model_dir, version = resolve(str(path_or_ref), repo)
+            return cls(model_dir, band, batch_size, version, runtime, device)
+        if not Path(path_or_ref).is_dir():
+            raise FileNotFoundError(f"{path_or_ref}: no such model folder (or give a registry ref: detector@prod)")
+        return cls(path_or_ref, band, batch_size, None, runtime, device)
+
+    def predict_tensor(self, images: torch.Tensor) -> np.ndarray:
+        """uint8 (N, 3, S, S) at image_size -> fake probabilities, in batches of batch_size."""
+        return np.concatenate([self.scorer.predict(images[i:i + self.batch_size])
+                               for i in range(0, len(images), self.batch_size)]) if len(images) else np.zeros(0)
+
+    def result(self, prob: float, source: str) -> Prediction:
+        return Prediction(round(float(prob), 6), **verdict(float(prob), self.threshold, self.band),
+                          threshold=self.threshold, model_version=self.version, source=source)
+
+    def failure(self, source: str, exc: Exception) -> Prediction:
+        return Prediction(None, None, None, self.threshold, self.version, source, f"{type(exc).__name__}: {exc}")
+
+    def predict(self, images: Sequence[Any] | Any, batch_size: int | None = None) -> list[Prediction]:
+        """One Prediction per input, in order; decoding errors become `error` entries."""
+        items = list(images) if isinstance(images, (list, tuple)) else [images]
+        size = batch_size or self.batch_size
+        out: list[Prediction | None] = [None] * len(items)
+        for start in range(0, len(items), size):
+            tensors, rows = [], []
+            for i in range(start, min(start + size, len(items))):
+                try:
+                    tensors.append(to_tensor(to_image(items[i]), self.image_size))
+                    rows.append(i)
+                except Exception as exc:  # noqa: BLE001 - one bad input must not stop the rest
+                    out[i] = self.failure(_name(items[i]), exc)
+            if tensors:
+                for i, prob in zip(rows, self.scorer.predict(torch.stack(tensors))):
+                    out[i] = self.result(prob, _name(items[i]))
+        return out  # type: ignore[return-value]
+
+    def info(self) -> dict[str, Any]:
+        """What /model shows: version, threshold, input size, val metrics; no paths, no remotes."""
+        import json
+
+        card_path = self.model_dir / "model_card.json"
+        card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+        return {"model_version": self.version, "threshold": self.threshold, "image_size": self.image_size,
+                "uncertainty_band": self.band, "model": card.get("model"), "best_epoch": card.get("best_epoch"),
+                "val_metrics": card.get("val_metrics"), "n_train": card.get("n_train"),
+                "data_version": card.get("data_version")}
+
+
+def _name(item: Any) -> str:
+    return str(item) if isinstance(item, (str, Path)) else f"<{type(item).__name__}>"
+
+
+def _defaults(band: float | None, batch_size: int | None, params: Path) -> tuple[float, int]:
+    """params.yaml `serve` values where the caller gave none; no second copy of them lives here."""
+    if band is not None and batch_size is not None:
+        return band, batch_size
+    if not params.is_file():
+        raise FileNotFoundError(f"{params} not found: pass band= and batch_size= (or params=) to Detector.load")
+    from ..core.params import load_params
+
+    s = load_params(params).serve
+    return (s.uncertainty_band if band is None else band, s.batch_size if batch_size is None else batch_size)
