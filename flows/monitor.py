@@ -1,6 +1,8 @@
-"""Flow `monitor`: drift check of the landing folder; on drift, start the retraining flow.
+"""Flows `monitor` (the landing folder; on drift, start the retraining flow) and `monitor-served`
+(what the service was asked to score: the images its request log kept, against the training data).
 
-    python -m flows.monitor
+    python -m flows.monitor            # landing/
+    python -m flows.monitor served     # serve.request_log's images (serve.log_images: true)
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from flows.retrain import retrain
 
 
 @task
-def drift_check(repo: str, landing: Path, out: Path) -> dict:
+def drift_check(repo: str, landing: Path, out: Path, what: str = "the landing folder") -> dict:
     reference, model = stage_option(repo, "drift", "--reference"), stage_option(repo, "drift", "--model")
     for need in (reference, f"{model}/detector.pt"):  # the drift stage's own inputs, from dvc.yaml
         if not (Path(repo) / need).is_file():
@@ -27,7 +29,7 @@ def drift_check(repo: str, landing: Path, out: Path) -> dict:
     sh(["dfd", "drift", str(out), "--reference", reference, "--current", str(landing),
         "--model", model, "--params", "params.yaml", "--no-progress"], repo)
     metrics = json.loads((out / "metrics.json").read_text())
-    create_markdown_artifact(key="drift", markdown=metrics_markdown("drift of the landing folder", metrics))
+    create_markdown_artifact(key="drift", markdown=metrics_markdown(f"drift of {what}", metrics))
     return metrics
 
 
@@ -54,5 +56,30 @@ def monitor(repo: str = ".", retrain_on_drift: bool = True) -> dict:
     return result
 
 
+@flow(name="dfd-monitor-served")
+def monitor_served(repo: str = ".") -> dict:
+    """Drift of served traffic: the images the request log kept (serve.log_images) vs the training data.
+    Served images carry no labels, so a drift here is reported (Prefect artifact + report), never retrained on."""
+    repo = str(Path(repo).resolve())
+    s = load_params(Path(repo) / "params.yaml").serve
+    if not s.request_log:
+        return {"drift": None, "reason": "serve.request_log is off"}
+    log = Path(repo) / s.request_log
+    entries = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+    images = log.parent / "images"
+    kept = [e for e in entries if e.get("image") and (log.parent / e["image"]).is_file()]
+    if not kept:
+        return {"drift": None, "served": len(entries),
+                "reason": f"no served images kept in {images}: set serve.log_images: true to monitor served traffic"}
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    m = drift_check(repo, images, Path(repo) / "monitoring" / f"served-{stamp}", "served traffic")
+    fake_share = sum(e.get("label") == "fake" for e in entries) / len(entries)
+    return {"drift": bool(m["dataset_drift"] or m.get("embedding_drift")), "drift_share": m["drift_share"],
+            "embedding_drift_score": m["embedding_drift_score"], "served": len(entries), "images": len(kept),
+            "served_fake_share": round(fake_share, 4), "report": f"monitoring/served-{stamp}/report.html"}
+
+
 if __name__ == "__main__":
-    print(json.dumps(monitor(), indent=2, default=str))
+    import sys
+
+    print(json.dumps(monitor_served() if sys.argv[1:] == ["served"] else monitor(), indent=2, default=str))

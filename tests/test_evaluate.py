@@ -12,6 +12,8 @@ from deepfake_detector.evaluation.evaluate import PERTURBATIONS, evaluate
 from deepfake_detector.core.metrics import binary_metrics, choose_threshold
 
 import numpy as np
+import pytest
+import torch
 
 
 def test_metrics_at_a_threshold():
@@ -90,3 +92,40 @@ def test_paired_difference_is_zero_for_one_model_and_clearly_positive_for_a_bett
         assert better["ci_low"] > 0.2 and better["difference"] > 0.3, (name, better)
         worse = paired_difference(name, y, bad, 0.5, good, 0.5, idx)
         assert worse["ci_high"] < -0.2, (name, worse)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_platt_scaling_fitted_on_val_calibrates_fresh_scores(seed):
+    """Overconfident, shifted logits (true p = sigmoid(0.25 z - 1)): raw ECE is large, Platt-scaled ECE on a
+    fresh sample from the same model is small (wide margins for any CPU)."""
+    from deepfake_detector.core.metrics import calibrated, expected_calibration_error, fit_platt
+
+    rng = np.random.default_rng(seed)
+
+    def sample(n):
+        z = rng.normal(0, 6, n)
+        return z, (rng.random(n) < 1 / (1 + np.exp(-(0.25 * z - 1)))).astype(int)
+
+    z_val, y_val = sample(4000)
+    cal = fit_platt(z_val, y_val)
+    assert 0.15 < cal["a"] < 0.35 and -1.4 < cal["b"] < -0.6, cal
+    z, y = sample(4000)
+    raw, fixed = expected_calibration_error(y, calibrated(z, None)), expected_calibration_error(y, calibrated(z, cal))
+    assert raw > 0.15 and fixed < 0.04, (raw, fixed)
+    assert fit_platt(z_val, np.zeros_like(y_val)) == {"a": 1.0, "b": 0.0}  # one class: identity
+
+
+def test_every_scorer_returns_the_calibrated_probability(prepared):
+    from deepfake_detector.core.metrics import calibrated
+    from deepfake_detector.model.checkpoint import safe_load
+    from deepfake_detector.model.scoring import TorchScorer
+
+    info = safe_load(prepared / "model/detector.pt")
+    assert info["calibration"]["a"] > 0
+    scorer = TorchScorer(prepared / "model")
+    x = torch.randint(0, 256, (6, 3, 40, 40), dtype=torch.uint8)
+    raw = scorer.predict_uncalibrated(x)
+    logit = np.log(raw / (1 - raw))
+    assert np.allclose(scorer.predict(x), calibrated(logit, info["calibration"]), atol=1e-4)
+    card = json.loads((prepared / "model/model_card.json").read_text())
+    assert card["calibration"]["a"] == info["calibration"]["a"]

@@ -325,6 +325,31 @@ def test_monitor_flags_a_drifted_landing_batch(repro_project):
     assert (repro_project / result["report"]).is_file()
 
 
+def test_served_traffic_is_monitored_from_the_request_log(repro_project, tmp_path):
+    """Degraded faces (blur + JPEG q30) are sent to the real service app with serve.log_images on; the
+    monitor-served flow compares the logged images with the training data and flags the drift."""
+    from starlette.testclient import TestClient
+
+    from deepfake_detector.serving.detector import Detector
+    from deepfake_detector.serving.serve import create_app
+    from flows.monitor import monitor_served
+
+    proj = _clone(repro_project, tmp_path / "proj")
+    log = proj / "logs/requests.jsonl"
+    _set_params(proj, serve={"request_log": "logs/requests.jsonl", "log_images": True})
+    assert monitor_served(str(proj))["drift"] is None  # nothing served yet: said plainly
+    app = create_app(Detector.load(proj / "artifacts/model", repo=proj), 2**20, 16, 10**7, 2, log, True)
+    sent = sorted(_land(proj, seed=12, per_class=15, corrupt=False, degrade=True).rglob("*.jpg"))
+    with TestClient(app) as client:
+        for i in range(0, len(sent), 5):
+            r = client.post("/predict", files=[("files", (f.name, f.read_bytes())) for f in sent[i:i + 5]])
+            assert r.status_code == 200
+    assert len(log.read_text().splitlines()) == len(sent) == len(list((proj / "logs/images").iterdir()))
+    result = monitor_served(str(proj))
+    assert result["drift"] is True and result["images"] == len(sent), result
+    assert (proj / result["report"]).is_file()
+
+
 def test_pipeline_flow_takes_stages_from_dvc_yaml_and_skipped_from_dvc_status(repro_project):
     from flows.pipeline import pipeline, stage_order
 

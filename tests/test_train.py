@@ -49,7 +49,7 @@ def test_training_learns_a_separable_task_for_every_seed(tmp_path, backbone):
         for epoch in range(6):  # 6 epochs of 6 steps
             tr._run_epoch(epoch)
         after = loss()
-        metrics, _ = tr._evaluate()
+        metrics, _, _ = tr._evaluate()
         print(f"{backbone} seed {seed}: eval loss {before:.3f} -> {after:.3f}, val AUC {metrics['roc_auc']:.3f}")
         assert metrics["roc_auc"] > 0.9, (backbone, seed, metrics)
         assert np.isfinite(after) and after < 0.75 * before, (backbone, seed, before, after)

@@ -139,6 +139,8 @@ def evaluate(paths: list[Path] = typer.Argument(..., help="MODEL SPLITS OUT, or 
              model: Path = typer.Option(None, help="model dir (with --data)"),
              data: Path = typer.Option(None, help="any labelled folder with real/ and fake/"),
              baselines: Path = typer.Option(None, help="dir of baseline models to score alongside"),
+             robustness: bool = typer.Option(True, help="also score under JPEG/resize/blur/noise (decoded once)"),
+             workers: int = typer.Option(2, min=1, help="decode threads"),
              device: str = "cpu", progress: bool = True) -> None:
     """Score the detector on the test split (or any labelled folder): metrics, robustness, summary."""
     from .model.checkpoint import CheckpointError
@@ -154,7 +156,8 @@ def evaluate(paths: list[Path] = typer.Argument(..., help="MODEL SPLITS OUT, or 
     else:
         _fail(ValueError("usage: dfd evaluate MODEL SPLITS OUT  |  dfd evaluate --model M --data DIR OUT"))
     try:
-        m = run(**kwargs, baselines_dir=baselines, device=device, progress=progress)
+        m = run(**kwargs, baselines_dir=baselines, device=device, progress=progress, robustness=robustness,
+                workers=workers)
     except (FileNotFoundError, ValueError, CheckpointError, DataLayoutError) as exc:
         _fail(exc)
     _show({k: v for k, v in m.items() if k != "by_source"})

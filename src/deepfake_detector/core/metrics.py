@@ -18,6 +18,38 @@ def choose_threshold(y: np.ndarray, prob: np.ndarray) -> float:
     return float(np.clip(thr[best], 1e-6, 1 - 1e-6))
 
 
+def fit_platt(logit: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Platt scaling on validation logits: p = sigmoid(a * logit + b), by logistic regression with a mild
+    L2 penalty (C=1): a val set the model separates perfectly would otherwise drive `a` to infinity and
+    every probability to exactly 0 or 1 (ties that destroy the ranking). The identity (a=1, b=0) when
+    val has one class or the fit would reverse the ranking."""
+    from sklearn.linear_model import LogisticRegression
+
+    y = np.asarray(y, int)
+    if len(np.unique(y)) < 2:
+        return {"a": 1.0, "b": 0.0}
+    lr = LogisticRegression(C=1.0, max_iter=1000).fit(np.asarray(logit, np.float64).reshape(-1, 1), y)
+    a, b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
+    return {"a": round(a, 6), "b": round(b, 6)} if a > 0 else {"a": 1.0, "b": 0.0}
+
+
+def calibrated(logit: np.ndarray, cal: dict[str, float] | None) -> np.ndarray:
+    """Fake probability from logits, through the stored Platt scaling (none: plain sigmoid)."""
+    z = np.asarray(logit, np.float64)
+    if cal:
+        z = cal["a"] * z + cal["b"]
+    return 1 / (1 + np.exp(-z))  # float64: probabilities near 0 and 1 keep their order
+
+
+def reliability_table(y: np.ndarray, prob: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
+    """Per probability bin (equal width): mean predicted fake probability, observed share of fakes, count."""
+    edges = np.linspace(0, 1, bins + 1)
+    idx = np.clip(np.digitize(prob, edges[1:-1]), 0, bins - 1)
+    return [{"bin": b, "mean_predicted": round(float(prob[idx == b].mean()), 6),
+             "fraction_fake": round(float(np.asarray(y)[idx == b].mean()), 6), "n": int((idx == b).sum())}
+            for b in range(bins) if (idx == b).any()]
+
+
 def expected_calibration_error(y: np.ndarray, prob: np.ndarray, bins: int = 15) -> float:
     edges = np.linspace(0, 1, bins + 1)
     idx = np.clip(np.digitize(prob, edges[1:-1]), 0, bins - 1)

@@ -20,10 +20,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageFilter
 
-from ..core.metrics import CI_METRICS, binary_metrics, bootstrap_ci, bootstrap_indices
+from ..core.metrics import (CI_METRICS, binary_metrics, bootstrap_ci, bootstrap_indices, expected_calibration_error,
+                            reliability_table)
 from ..model.scoring import Scorer, load_scorer
+from .model_card import model_card_markdown
 from ..core.splits_io import read_folder, read_split
-from ..model.tensorcache import decode_all
+from ..model.tensorcache import decode_all, decode_variants
 
 Perturb = Callable[[Image.Image], Image.Image]
 PAPER_ROWS = {  # quoted from the paper's Table 1, not measured here
@@ -91,22 +93,50 @@ def source_metrics(y: np.ndarray, prob: np.ndarray, threshold: float) -> dict:
             "ci95": {k: [clean(v) for v in pair] for k, pair in ci.items()}}
 
 
-def evaluate_model(scorer: Scorer, frame: pd.DataFrame, robustness: bool = True,
-                   progress: bool = False) -> dict:
+def score_variants(scorer: Scorer, paths: list[str], transforms: dict[str, Perturb | None], chunk: int = 256,
+                   workers: int = 2, progress: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{name: (probabilities for its decodable rows, ok mask)}: every file decoded once per chunk, each
+    perturbation applied in memory (threads), so memory holds `chunk` files x conditions at the model size."""
+    from tqdm import tqdm
+
+    probs = {n: [] for n in transforms}
+    oks = {n: [] for n in transforms}
+    for start in tqdm(range(0, len(paths), chunk), desc="evaluate", unit="chunk", disable=not progress, leave=False):
+        for name, (images, ok) in decode_variants(paths[start:start + chunk], scorer.image_size, transforms,
+                                                  workers).items():
+            probs[name].append(scorer.predict(images[ok]) if ok.any() else np.zeros(0))
+            oks[name].append(ok)
+            if name == "clean" and hasattr(scorer, "predict_uncalibrated"):  # the reliability diagram's "before"
+                probs.setdefault("uncalibrated", []).append(scorer.predict_uncalibrated(images[ok]) if ok.any()
+                                                             else np.zeros(0))
+                oks.setdefault("uncalibrated", []).append(ok)
+    return {n: (np.concatenate(probs[n]) if probs[n] else np.zeros(0),
+                np.concatenate(oks[n]) if oks[n] else np.zeros(0, bool)) for n in probs}
+
+
+def robustness_conditions(size: int) -> dict[str, Perturb]:
+    at_input = {f"{name}@input": _at_size(PERTURBATIONS[name], size) for name in AT_INPUT}
+    return {**PERTURBATIONS, **at_input, "reencoded_same": _reencode}
+
+
+def evaluate_model(scorer: Scorer, frame: pd.DataFrame, robustness: bool = True, progress: bool = False,
+                   workers: int = 2) -> dict:
     y_all = frame["y"].to_numpy()
-    prob, ok = score_frame(scorer, frame, progress=progress)
+    conditions = robustness_conditions(scorer.image_size) if robustness else {}
+    scored = score_variants(scorer, frame["path"].tolist(), {"clean": None, **conditions}, workers=workers,
+                            progress=progress)
+    prob, ok = scored.pop("clean")
+    raw = scored.pop("uncalibrated", (prob, ok))[0]  # scorers without a stored calibration: the same
     y = y_all[ok]
     clean = binary_metrics(y, prob, scorer.threshold)
-    out = {"metrics": clean, "n_unreadable": int((~ok).sum()), "prob": prob, "y": y,
+    clean["ece_uncalibrated"] = round(expected_calibration_error(y, raw), 6)
+    out = {"metrics": clean, "n_unreadable": int((~ok).sum()), "prob": prob, "y": y, "raw": raw,
            "source": frame["source"].to_numpy()[ok]}
     out["by_source"] = {src: source_metrics(y[out["source"] == src], prob[out["source"] == src], scorer.threshold)
                         for src in sorted(set(out["source"]))}
     if robustness:
         card = {}
-        size = scorer.image_size
-        at_input = {f"{name}@input": _at_size(PERTURBATIONS[name], size) for name in AT_INPUT}
-        for name, fn in {**PERTURBATIONS, **at_input, "reencoded_same": _reencode}.items():
-            p2, ok2 = score_frame(scorer, frame, fn)
+        for name, (p2, ok2) in scored.items():
             m = binary_metrics(y_all[ok2], p2, scorer.threshold)
             card[name] = {k: m[k] for k in ("accuracy", "f1", "roc_auc", "recall", "fpr_real")}
             card[name]["roc_auc_drop"] = round(clean["roc_auc"] - m["roc_auc"], 6)
@@ -114,11 +144,13 @@ def evaluate_model(scorer: Scorer, frame: pd.DataFrame, robustness: bool = True,
     return out
 
 
-def _write_plots(out_dir: Path, y: np.ndarray, prob: np.ndarray, threshold: float) -> None:
+def _write_plots(out_dir: Path, y: np.ndarray, prob: np.ndarray, threshold: float, raw: np.ndarray) -> None:
     from sklearn.metrics import precision_recall_curve, roc_curve
 
     plots = out_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)
+    for name, p in (("calibrated", prob), ("uncalibrated", raw)):  # reliability diagram, before/after Platt
+        pd.DataFrame(reliability_table(y, p)).to_csv(plots / f"reliability_{name}.csv", index=False)
     fpr, tpr, _ = roc_curve(y, prob)
     pd.DataFrame({"fpr": fpr, "tpr": tpr}).to_csv(plots / "roc.csv", index=False)
     precision, recall, _ = precision_recall_curve(y, prob)
@@ -166,8 +198,11 @@ def summary_markdown(results: dict[str, dict], primary: str, robustness: dict) -
 
 def evaluate(model_dir: str | Path, out_dir: str | Path, *, splits_dir: str | Path | None = None,
              data_dir: str | Path | None = None, baselines_dir: str | Path | None = None,
-             device: str = "cpu", progress: bool = True) -> dict:
-    """Score the model (and baselines) on the test split or on a labelled folder; write reports."""
+             device: str = "cpu", progress: bool = True, robustness: bool = True, workers: int = 2) -> dict:
+    """Score the model (and baselines) on the test split or on a labelled folder; write reports.
+
+    robustness: also score the primary model under every perturbation (each file decoded once, the
+    perturbations applied in memory on `workers` threads); off, only clean scores (e.g. per source)."""
     if (splits_dir is None) == (data_dir is None):
         raise ValueError("give exactly one of splits_dir (test split) or data_dir (a real/ + fake/ folder)")
     frame = read_split(splits_dir, "test") if splits_dir is not None else read_folder(data_dir)
@@ -183,7 +218,8 @@ def evaluate(model_dir: str | Path, out_dir: str | Path, *, splits_dir: str | Pa
                 scorers[sub.name] = load_scorer(sub, device)
     results, main = {}, None
     for name, scorer in scorers.items():
-        res = evaluate_model(scorer, frame, robustness=name == primary, progress=progress and name == primary)
+        res = evaluate_model(scorer, frame, robustness=robustness and name == primary,
+                             progress=progress and name == primary, workers=workers)
         results[name] = res
         if name == primary:
             main = res
@@ -196,8 +232,12 @@ def evaluate(model_dir: str | Path, out_dir: str | Path, *, splits_dir: str | Pa
                "baselines": {n: {**{k: r["metrics"][k] for k in CI_METRICS}, "ci95": ci[n]}
                              for n, r in results.items() if n != primary}}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (out_dir / "robustness.json").write_text(json.dumps(main["robustness"], indent=2) + "\n")
-    _write_plots(out_dir, main["y"], main["prob"], scorers[primary].threshold)
+    (out_dir / "robustness.json").write_text(json.dumps(main.get("robustness", {}), indent=2) + "\n")
+    _write_plots(out_dir, main["y"], main["prob"], scorers[primary].threshold, main["raw"])
     table = {n: r["metrics"] for n, r in results.items()}
-    (out_dir / "summary.md").write_text(summary_markdown(table, primary, main["robustness"]))
+    (out_dir / "summary.md").write_text(summary_markdown(table, primary, main.get("robustness", {})))
+    card_path = Path(model_dir) / "model_card.json"
+    if card_path.is_file():  # detector folders (not the JSON baselines) carry the training card
+        (out_dir / "model_card.md").write_text(model_card_markdown(json.loads(card_path.read_text()), metrics,
+                                                                   main.get("robustness", {})))
     return metrics

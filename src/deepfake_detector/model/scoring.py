@@ -8,7 +8,7 @@
     verdict(prob, scorer.threshold, band=0.1)                  # {"label": "fake", "uncertain": False}
 
 Used by evaluate, predict, serve, drift, the gate and the training loop's validation
-(`predict_proba` on a model in training). Nothing here imports the training code.
+(`predict_logits` on a model in training). Nothing here imports the training code.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .augment import to_input
+from ..core.metrics import calibrated
 from ..data.features import radial_spectrum
 
 SPECTRUM_LR_BINS = 32  # the spectrum baseline's bands (features.SPECTRUM_BINS = 12 is the label-issue vector's)
@@ -40,33 +41,34 @@ def verdict(prob: float, threshold: float, band: float) -> dict:
 
 
 @torch.no_grad()
-def predict_proba(model: torch.nn.Module, images: torch.Tensor, size: int, device: torch.device,
-                  batch_size: int = 128) -> np.ndarray:
-    """Fake probability for a uint8 (N, 3, H, W) tensor (the model is put in eval mode)."""
+def predict_logits(model: torch.nn.Module, images: torch.Tensor, size: int, device: torch.device,
+                   batch_size: int = 128) -> np.ndarray:
+    """Raw "fake" logits for a uint8 (N, 3, H, W) tensor (the model is put in eval mode)."""
     model.eval()
     out = []
     for i in range(0, len(images), batch_size):
         x = to_input(images[i:i + batch_size], size).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out.append(torch.sigmoid(model(x).float()).cpu())
-    return torch.cat(out).numpy() if out else np.zeros(0)
+            out.append(model(x).float().cpu())
+    return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
 
 
 @torch.no_grad()
-def embed_proba(model: torch.nn.Module, images: torch.Tensor, size: int,
-                batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
-    """(pre-logit embeddings (N, D), fake probabilities (N,)); D: 512 (ResNet34) or 1280 (Lite0)."""
+def embed_logits(model: torch.nn.Module, images: torch.Tensor, size: int,
+                 batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """(pre-logit embeddings (N, D), fake logits (N,)); D: 512 (ResNet34) or 1280 (Lite0)."""
     model.eval()
     embs, probs = [], []
     for i in range(0, len(images), batch_size):
         feats = model.forward_features(to_input(images[i:i + batch_size], size))
         embs.append(model.forward_head(feats, pre_logits=True))
-        probs.append(torch.sigmoid(model.forward_head(feats)))
+        probs.append(model.forward_head(feats))
     return (torch.cat(embs).numpy(), torch.cat(probs).numpy()) if embs else (np.zeros((0, 0)), np.zeros(0))
 
 
 class TorchScorer:
-    """detector.pt (architecture from its stored config); `.model` is there for Grad-CAM."""
+    """detector.pt (architecture from its stored config); `.model` is there for Grad-CAM. Probabilities go
+    through the Platt scaling stored with the model (`calibration`, fitted on val by `train`)."""
 
     def __init__(self, model_dir: str | Path, device: str = "cpu") -> None:
         from .checkpoint import load_detector
@@ -76,12 +78,17 @@ class TorchScorer:
         self.name = Path(model_dir).name
         self.image_size = int(self.info["image_size"])
         self.threshold = float(self.info["threshold"])
+        self.calibration = self.info.get("calibration")  # models trained before calibration: plain sigmoid
 
     def predict(self, images: torch.Tensor) -> np.ndarray:
-        return predict_proba(self.model, images, self.image_size, self.device)
+        return calibrated(predict_logits(self.model, images, self.image_size, self.device), self.calibration)
+
+    def predict_uncalibrated(self, images: torch.Tensor) -> np.ndarray:
+        return calibrated(predict_logits(self.model, images, self.image_size, self.device), None)
 
     def embed(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        return embed_proba(self.model, images, self.image_size)
+        emb, logits = embed_logits(self.model, images, self.image_size)
+        return emb, calibrated(logits, self.calibration)
 
 
 class OnnxScorer:
@@ -95,6 +102,7 @@ class OnnxScorer:
         info = safe_load(Path(model_dir) / "detector.pt")  # threshold and input size travel with the weights
         self.name = Path(model_dir).name
         self.image_size, self.threshold = int(info["image_size"]), float(info["threshold"])
+        self.calibration = info.get("calibration")
         path = Path(onnx_path) if onnx_path else Path(model_dir) / "detector.onnx"
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: run `dfd export {model_dir} --onnx` first")
@@ -102,8 +110,7 @@ class OnnxScorer:
 
     def predict(self, images: torch.Tensor) -> np.ndarray:
         x = to_input(images, self.image_size).numpy()
-        logits = self.session.run(None, {"image": x})[0]
-        return 1 / (1 + np.exp(-logits))
+        return calibrated(self.session.run(None, {"image": x})[0], self.calibration)
 
     def embed(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError("the ONNX export holds logits only: use the torch runtime for embeddings")

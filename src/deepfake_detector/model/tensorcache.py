@@ -151,3 +151,27 @@ def decode_all(paths: Sequence[str], size: int, progress: bool = True, desc: str
         shard_of[rows], offset[rows], ok[rows] = s, np.arange(len(rows)), np.load(mask)
     bar.close()
     return DiskCache(files, shard_of, offset, size), ok
+
+
+def decode_variants(paths: Sequence[str], size: int, transforms: dict[str, Callable[[Image.Image], Image.Image] | None],
+                    workers: int = 2) -> dict[str, tuple[torch.Tensor, np.ndarray]]:
+    """Each file decoded once, every transform applied to that decoded image in memory (None = as is):
+    {name: ((N, 3, size, size) uint8, ok mask)}. Same pixels as decode_all(paths, size, transform=fn)."""
+    out = {name: (torch.zeros((len(paths), 3, size, size), dtype=torch.uint8), np.zeros(len(paths), dtype=bool))
+           for name in transforms}
+
+    def work(i: int) -> None:
+        try:
+            img = load_rgb(paths[i])
+        except Exception:  # noqa: BLE001 - unreadable: ok stays False everywhere
+            return
+        for name, fn in transforms.items():
+            try:
+                out[name][0][i] = to_tensor(fn(img) if fn is not None else img, size)
+                out[name][1][i] = True
+            except Exception:  # noqa: BLE001 - a transform that fails on one file fails only there
+                continue
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(work, range(len(paths))))
+    return out

@@ -29,11 +29,11 @@ from .checkpoint import check_resume, run_fingerprint, safe_load, save_detector
 from .factory import build_detector
 from .gan import GanStep
 from .distributed import Dist, barrier, rank0_decides, setup, shard, sync_batchnorm, teardown, wrap
-from ..core.metrics import binary_metrics, choose_threshold
+from ..core.metrics import binary_metrics, calibrated, choose_threshold, fit_platt
 from .models import (Generator, WeightedBCELoss, backbone_batchnorms, class_weights_from_counts,
                      freeze_early, keep_frozen_eval)
 from ..core.params import Params
-from .scoring import predict_proba
+from .scoring import predict_logits
 from ..core.splits_io import read_split, split_version, write_seen
 from .tensorcache import decode_all
 
@@ -201,10 +201,14 @@ class Trainer:
         return {"d_loss": float(np.mean(d_losses)),
                 "g_loss": float(np.nanmean(g_losses)) if self.t.gan_weight > 0 else float("nan")}
 
-    def _evaluate(self) -> tuple[dict[str, float], float]:
-        prob = predict_proba(self.D, self.val_x, self.t.image_size, self.device)
+    def _evaluate(self) -> tuple[dict[str, float], float, dict[str, float]]:
+        """Val metrics of calibrated probabilities (Platt scaling fitted on these val logits), the
+        threshold chosen on them, and the calibration itself."""
+        logits = predict_logits(self.D, self.val_x, self.t.image_size, self.device)
+        cal = fit_platt(logits, self.val_y)
+        prob = calibrated(logits, cal)
         thr = choose_threshold(self.val_y, prob)
-        return binary_metrics(self.val_y, prob, thr), thr
+        return binary_metrics(self.val_y, prob, thr), thr, cal
 
     def _save_checkpoint(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -223,10 +227,10 @@ class Trainer:
         self.sched.load_state_dict(ckpt["sched"])
         self.state = TrainState(**ckpt["state"])
 
-    def _save_best(self, threshold: float, metrics: dict[str, float]) -> None:
+    def _save_best(self, threshold: float, metrics: dict[str, float], cal: dict[str, float]) -> None:
         self.model_dir.mkdir(parents=True, exist_ok=True)
         save_detector(self.model_dir / "detector.pt", self.D, self.t.image_size, threshold,
-                      {"val_metrics": metrics, "epoch": self.state.epoch})
+                      {"val_metrics": metrics, "epoch": self.state.epoch, "calibration": cal})
         m = self.p.model
         torch.save({"config": {"latent_dim": m.latent_dim, "generator_width": m.generator_width,
                                "generator_size": m.generator_size},
@@ -269,11 +273,11 @@ class Trainer:
 
     def _end_epoch(self, epoch: int, stats: dict[str, float], live) -> None:
         """Rank 0: evaluate, keep the best model, early-stopping state, log."""
-        metrics, thr = self._evaluate()
+        metrics, thr, cal = self._evaluate()
         score = metrics[self.t.select_metric]
         if score > self.state.best_score:
             self.state.best_score, self.state.best_epoch, self.state.bad_epochs = score, epoch, 0
-            self._save_best(thr, metrics)
+            self._save_best(thr, metrics, cal)
         else:
             self.state.bad_epochs += 1
             self.state.stopped_early = self.state.bad_epochs >= self.t.patience
@@ -379,6 +383,8 @@ def train(splits_dir: str | Path, model_dir: str | Path, report_dir: str | Path,
         "data_version": {"train_val_sha256": data_version},  # what this model was trained on
         "params": p.model_dump(by_alias=True),
         "class_weights": trainer.class_weights, "best_epoch": state.best_epoch,
+        "calibration": {"method": "platt (fitted on val logits)",  # the best epoch's, as saved (also on resume)
+                        **safe_load(model_dir / "detector.pt")["calibration"]},
         "epochs_run": state.epoch + 1, "stopped_early": state.stopped_early,
         "val_metrics": {k[4:]: v for k, v in best.items() if k.startswith("val_")},
         "pretrained": None if trainer.pretrained is None else {"skipped": trainer.pretrained["skipped"]},
