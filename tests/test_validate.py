@@ -234,3 +234,21 @@ def test_phash_has_the_same_bits_as_imagehash(tmp_path):
     images += [im.filter(ImageFilter.GaussianBlur(r)) for im, r in zip(images[-4:], (1, 3, 8, 20))]  # smooth
     for img in images:
         assert phash(img) == str(imagehash.phash(img)), img
+
+
+def test_the_label_issue_page_says_what_happened_and_says_zero_plainly(tmp_path):
+    from deepfake_detector.data.demo import make_demo
+
+    make_demo(tmp_path / "data", per_class=12, seed=3)
+    none = P.model_copy(update={"label_issue": P.label_issue.model_copy(update={"min_self_confidence": 0.0})})
+    m = validate(tmp_path / "data", tmp_path / "c", tmp_path / "r", none, progress=False)
+    page = (tmp_path / "r/label_issues.html").read_text()
+    assert m["label_issue_candidates"] == 0 and "<b>0 flagged.</b>" in page
+    assert "cheap colour/spectrum features" in page and "were kept" in page  # the method, and no removal
+    removing = P.model_copy(update={"label_issue": P.label_issue.model_copy(update={"remove": True,
+                                                                                   "min_self_confidence": 1.0})})
+    m = validate(tmp_path / "data", tmp_path / "c2", tmp_path / "r2", removing, progress=False)
+    page = (tmp_path / "r2/label_issues.html").read_text()
+    n = m["label_issue_candidates"]
+    assert n > 0 and m["rejected_by_reason"]["label_issue"] == n and page.count("from the cleaned dataset</figcaption>") == min(n, 60)
+    assert m["kept"] == 24 - n and len(list((tmp_path / "data").rglob("*.jpg"))) == 24  # data/ untouched

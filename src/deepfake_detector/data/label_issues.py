@@ -37,14 +37,17 @@ def find_label_issues(features: np.ndarray, labels: np.ndarray, folds: int,
     return flags, self_conf
 
 
-def thumbnails_html(rows: list[dict], data_dir: Path, out: Path, limit: int = 60) -> None:
-    """A self-contained page (inline PNG thumbnails, no network) of the top flagged images."""
+def thumbnails_html(rows: list[dict], data_dir: Path, out: Path, method: str, removed: bool,
+                    limit: int = 60) -> None:
+    """A self-contained page (inline PNG thumbnails, no network) of the top flagged images: given label,
+    p(given label), and what happened to each file (removed from the cleaned dataset, or kept)."""
     import base64
     import html
     import io
 
     from ..core.images import load_rgb
 
+    action = "<b>removed</b> from the cleaned dataset" if removed else "kept (flag only)"
     cells = []
     for r in rows[:limit]:
         try:
@@ -56,13 +59,16 @@ def thumbnails_html(rows: list[dict], data_dir: Path, out: Path, limit: int = 60
         except OSError:
             src = ""
         cells.append(f'<figure><img src="{src}" alt=""><figcaption>#{r["rank"]} {html.escape(r["path"])}<br>'
-                     f'labelled <b>{r["label"]}</b>, p(label) = {r["label_confidence"]:.3f}</figcaption></figure>')
+                     f'labelled <b>{r["label"]}</b>, p(label) = {r["label_confidence"]:.3f}<br>{action}'
+                     '</figcaption></figure>')
     out.write_text(
         "<!doctype html><meta charset='utf-8'><title>Likely mislabeled images</title>"
         "<style>body{font-family:sans-serif;margin:1em}figure{display:inline-block;width:150px;margin:6px;"
         "vertical-align:top;font-size:11px;word-break:break-all}img{width:128px;height:128px;object-fit:contain;"
         "background:#eee}</style>"
-        f"<h1>Likely mislabeled images ({len(rows)} flagged, top {min(limit, len(rows))} shown)</h1>"
-        "<p>Ranked by the out-of-fold probability of the given label (lowest first). Review them; "
-        "set validate.label_issue.remove to drop flagged files from the cleaned dataset.</p>"
-        + "".join(cells) + "\n")
+        f"<h1>Likely mislabeled images: {len(rows)} flagged" + (f", top {limit} shown" if len(rows) > limit else "")
+        + f"</h1><p>Method: {html.escape(method)}. Files in data/ are never touched. "
+        + ("Flagged files were <b>removed</b> from the cleaned dataset (validate.label_issue.remove: true)."
+           if removed else "Flagged files were kept (validate.label_issue.remove: false): review them.")
+        + " Ranked by the out-of-fold probability of the given label, lowest first.</p>"
+        + ("".join(cells) if rows else "<p><b>0 flagged.</b></p>") + "\n")

@@ -216,7 +216,6 @@ def validate(data_dir: str | Path, clean_dir: str | Path, report_dir: str | Path
     candidates = frame[frame["label_issue"]].sort_values(["label_confidence", "path"])
     candidates = candidates.assign(rank=np.arange(1, len(candidates) + 1))
     candidates[["rank", "path", "label", "label_confidence"]].to_csv(report_dir / "label_issues.csv", index=False)
-    thumbnails_html(candidates.to_dict("records"), data_dir, report_dir / "label_issues.html")
     metrics = {
         "total": int(len(frame)),
         "kept": int(len(kept)),
@@ -232,6 +231,9 @@ def validate(data_dir: str | Path, clean_dir: str | Path, report_dir: str | Path
                                  "cheap colour/spectrum features" + (" (fallback: no pretrained weights)"
                                                                      if p.label_issue.features == "embeddings" else "")),
     }
+    thumbnails_html(candidates.to_dict("records"), data_dir, report_dir / "label_issues.html",
+                    f"confident learning (cleanlab) on out-of-fold logistic regression, {metrics['label_issue_features']}",
+                    p.label_issue.remove)
     (report_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (report_dir / "gx_result.json").write_text(json.dumps(gx_summary, indent=2) + "\n")
     return {**metrics, "cache": cache_stats}  # cache hits vary run to run: not a tracked metric

@@ -1,0 +1,103 @@
+"""Trained on X -> scored on Y: ROC-AUC and real-image FPR for every (training sources, test source).
+
+    python benchmarks/cross_source.py PROJECT --method probe                      # frozen features + LR: minutes
+    python benchmarks/cross_source.py PROJECT --method finetune --reuse-all PROJECT/artifacts/model
+
+PROJECT is a repo after `dvc repro` on several sources (docs/real-data.md, profiles/multi-source.yaml).
+Its split (one content-addressed split over all sources, video groups kept together) gives every test
+row; the model for a training set sees only the train/val rows of its sources, so no test image is
+trained on in any cell. Diagonal cells are in-source; off-diagonal cells are leave-one-source-out
+transfer. `--reuse-all` scores the pipeline's own model for the "all" row instead of training it again.
+Prints a markdown matrix and writes benchmarks/cross_source_<method>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from deepfake_detector.core.metrics import binary_metrics
+from deepfake_detector.core.params import load_params
+from deepfake_detector.core.splits_io import read_split
+from deepfake_detector.evaluation.baselines import train_lr
+from deepfake_detector.evaluation.evaluate import score_frame
+from deepfake_detector.model.scoring import load_scorer
+
+
+def subset_splits(splits: Path, dest: Path, sources: list[str]) -> Path:
+    """dest/{train,val,test}.csv: train/val rows of these sources; test rows of every source."""
+    dest.mkdir(parents=True, exist_ok=True)
+    root = (splits / (splits / "root.txt").read_text().strip()).resolve()
+    (dest / "root.txt").write_text(str(root))
+    for name in ("train", "val", "test"):
+        frame = pd.read_csv(splits / f"{name}.csv", dtype=str)
+        (frame if name == "test" else frame[frame["source"].isin(sources)]).to_csv(dest / f"{name}.csv", index=False)
+    return dest
+
+
+def train_model(method: str, splits: Path, out: Path, params_path: Path, epochs: int | None) -> Path:
+    p = load_params(params_path, {"train": {"epochs": epochs}} if epochs else {})
+    if method == "probe":
+        train_lr(splits, out, p.train.image_size, p.seed, "probe_lr")
+    else:
+        from deepfake_detector.model.train import train
+
+        shutil.rmtree(out.parent / "ckpt", ignore_errors=True)
+        train(splits, out, out.parent / "reports", p, ckpt_dir=out.parent / "ckpt", progress=False,
+              cache_dir=out.parent / "cache")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("project", type=Path)
+    ap.add_argument("--method", choices=["probe", "finetune"], default="probe")
+    ap.add_argument("--reuse-all", type=Path, default=None, help="score this model for the 'all' row")
+    ap.add_argument("--epochs", type=int, default=None, help="override train.epochs (finetune)")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/cross_source"))
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    splits = args.project / "artifacts/splits"
+    test = read_split(splits, "test")
+    sources = sorted(test["source"].unique())
+    rows = []
+    for train_on in [[s] for s in sources] + [sources]:
+        name = "+".join(train_on) if len(train_on) > 1 else train_on[0]
+        t0 = time.perf_counter()
+        if len(train_on) > 1 and args.reuse_all is not None:
+            model = args.reuse_all
+        else:
+            sub = subset_splits(splits, args.work / args.method / name / "splits", train_on)
+            model = train_model(args.method, sub, args.work / args.method / name / "model",
+                                args.project / "params.yaml", args.epochs)
+        scorer = load_scorer(model)
+        prob, ok = score_frame(scorer, test)
+        y, src = test["y"].to_numpy()[ok], test["source"].to_numpy()[ok]
+        row = {"trained_on": name, "seconds": round(time.perf_counter() - t0, 1)}
+        for s in sources:
+            m = binary_metrics(y[src == s], prob[src == s], scorer.threshold)
+            row[s] = {"roc_auc": m["roc_auc"], "fpr_real": m["fpr_real"], "recall": m["recall"], "n": m["n"]}
+        rows.append(row)
+        print(f"{name}: " + ", ".join(f"{s} AUC {row[s]['roc_auc']:.3f} FPR {row[s]['fpr_real']:.3f}" for s in sources),
+              flush=True)
+    print(f"\n{args.method}: trained on (rows) -> scored on the test split of (columns): ROC-AUC / real-image FPR "
+          "at the model's stored threshold\n")
+    print("| trained on | " + " | ".join(sources) + " | seconds |\n|---|" + "---|" * (len(sources) + 1))
+    for r in rows:
+        print(f"| {r['trained_on']} | " + " | ".join(f"{r[s]['roc_auc']:.3f} / {r[s]['fpr_real']:.3f}" for s in sources)
+              + f" | {r['seconds']} |")
+    out = args.out or Path(__file__).with_name(f"cross_source_{args.method}.json")
+    out.write_text(json.dumps({"method": args.method, "project": str(args.project), "sources": sources,
+                               "n_test": {s: int((test['source'] == s).sum()) for s in sources}, "rows": rows},
+                              indent=2, default=float) + "\n")
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=3)
+    main()
