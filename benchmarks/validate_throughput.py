@@ -26,6 +26,8 @@ from deepfake_detector.core.images import iter_labelled_files
 from deepfake_detector.core.params import load_params
 from deepfake_detector.data.validate import validate
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def best_of(repeat: int, fn) -> float:
     times = []
@@ -43,7 +45,8 @@ def pillow_decode(files: list[Path]) -> None:
 
 
 def per_file_pass(files: list[Path], workers: int) -> None:
-    recs = list(read_files(files, 40_000_000, frozenset(), "bench", workers))
+    max_pixels = load_params(REPO / "params.yaml").validate_.max_pixels
+    recs = list(read_files(files, max_pixels, frozenset(), "bench", workers))
     assert len(recs) == len(files) and all("meta" in r for r in recs)
 
 

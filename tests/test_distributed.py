@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+import pytest
 
 from conftest import BIN, run, write_params
 from deepfake_detector.model.checkpoint import load_detector
@@ -34,7 +37,13 @@ def test_torchrun_two_processes_train_disjoint_shards_and_resume(prepared, tmp_p
     out = run([str(BIN / "dfd"), "predict", str(prepared / "clean/fake"), "--model", str(tmp_path / "model"),
                "--format", "json", "--no-progress"], prepared).stdout
     rows = json.loads(out)
-    assert rows and all(0.0 <= r["fake_probability"] <= 1.0 for r in rows)
+    from deepfake_detector import Detector
+
+    files = sorted((prepared / "clean/fake").rglob("*.jpg"))
+    expected = Detector.load(tmp_path / "model", band=0.1, batch_size=8).predict(files)
+    got = {Path(r["path"]).name: r["fake_probability"] for r in rows}
+    assert len(rows) == len(files) and all(got[f.name] == pytest.approx(e.fake_probability, abs=1e-5)
+                                           for f, e in zip(files, expected))
 
     # resume: the second epoch continues from last.pt on both ranks
     _torchrun(prepared, tmp_path, write_params(tmp_path / "p2.yaml", train={"epochs": 2}), "--resume")

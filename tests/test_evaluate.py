@@ -22,7 +22,8 @@ def test_metrics_at_a_threshold():
     m = binary_metrics(y, p, 0.5)
     assert (m["tp"], m["fp"], m["tn"], m["fn"]) == (2, 1, 1, 1)
     assert m["precision"] == round(2 / 3, 6) and m["recall"] == round(2 / 3, 6)
-    assert 0 <= m["eer"] <= 1 and 0 <= m["ece"] <= 1
+    # ECE: each score alone in its bin, mean |p - y| = (0.1 + 0.6 + 0.6 + 0.2 + 0.1) / 5; EER (1/2 + 1/3) / 2
+    assert m["ece"] == pytest.approx(0.32, abs=1e-6) and m["eer"] == pytest.approx(5 / 12, abs=1e-6)
     perfect = binary_metrics(np.array([0, 1]), np.array([0.2, 0.9]), choose_threshold(np.array([0, 1]),
                                                                                     np.array([0.2, 0.9])))
     assert perfect["accuracy"] == 1.0 and perfect["roc_auc"] == 1.0
