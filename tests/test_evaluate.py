@@ -130,3 +130,17 @@ def test_every_scorer_returns_the_calibrated_probability(prepared):
     assert np.allclose(scorer.predict(x), calibrated(logit, info["calibration"]), atol=1e-4)
     card = json.loads((prepared / "model/model_card.json").read_text())
     assert card["calibration"]["a"] == info["calibration"]["a"]
+
+
+def test_baselines_without_cnn_ablations_train_only_the_cheap_models(prepared, tmp_path):
+    """profiles/faces.yaml turns the two extra fine-tunes off; the stage still writes every declared output."""
+    from deepfake_detector.core.params import load_params
+    from deepfake_detector.evaluation.baselines import run_baselines
+
+    from conftest import write_params
+
+    p = load_params(write_params(tmp_path / "p.yaml"), {"baselines": {"cnn_ablations": False}})
+    metrics = run_baselines(prepared / "splits", tmp_path / "b", tmp_path / "r", p, ckpt_dir=tmp_path / "ckpt",
+                            progress=False)
+    assert set(metrics) == {"probe_lr", "spectrum_lr"} and (tmp_path / "ckpt").is_dir()
+    assert sorted(x.name for x in (tmp_path / "b").iterdir()) == ["probe_lr", "spectrum_lr"]

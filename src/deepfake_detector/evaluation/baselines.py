@@ -77,6 +77,7 @@ def run_baselines(splits_dir: str | Path, out_dir: str | Path, report_dir: str |
     from ..model.train import train
 
     splits_dir, out_dir, report_dir = Path(splits_dir), Path(out_dir), Path(report_dir)
+    Path(ckpt_dir).mkdir(parents=True, exist_ok=True)  # a declared stage output, also with no CNN baseline
     results = {}
     for name, patch in cnn_baselines(p).items():
         card = train(splits_dir, out_dir / name, report_dir / name, _override(p, patch),
