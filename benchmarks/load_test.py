@@ -58,7 +58,9 @@ def main() -> None:
         deadline = time.time() + 120
         while True:
             try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                health = httpx.get(f"{url}/health", timeout=1)
+                if health.status_code == 200:
+                    version = health.json()["model_version"]
                     break
             except httpx.HTTPError:
                 if proc.poll() is not None or time.time() > deadline:
@@ -97,13 +99,13 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    print(f"model {args.model}; {args.files_per_request} file(s) per request; {os.cpu_count()} CPUs; "
+    print(f"model {version}; {args.files_per_request} file(s) per request; {os.cpu_count()} CPUs; "
           f"request log: {logged} lines for {scored} scored images")
     cols = ["clients", "requests", "ok", "errors", "5xx", "p50_ms", "p99_ms", "images_per_s"]
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for r in rows:
         print("| " + " | ".join(str(r[c]) for c in cols) + " |")
-    args.out.write_text(json.dumps({"model": args.model, "files_per_request": args.files_per_request, "rows": rows,
+    args.out.write_text(json.dumps({"model_version": version, "files_per_request": args.files_per_request, "rows": rows,
                                     "request_log_lines": logged, "scored_images": scored}, indent=2) + "\n")
 
 

@@ -42,12 +42,15 @@ def verdict(prob: float, threshold: float, band: float) -> dict:
 
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, images: torch.Tensor, size: int, device: torch.device,
-                   batch_size: int = 128) -> np.ndarray:
-    """Raw "fake" logits for a uint8 (N, 3, H, W) tensor (the model is put in eval mode)."""
+                   batch_size: int = 128, channels_last: bool = False) -> np.ndarray:
+    """Raw "fake" logits for a uint8 (N, 3, H, W) tensor (the model is put in eval mode). channels_last:
+    the input in the model's NHWC layout (TorchScorer: 1.7x faster CPU inference, benchmarks/onnx_vs_torch.py)."""
     model.eval()
     out = []
     for i in range(0, len(images), batch_size):
         x = to_input(images[i:i + batch_size], size).to(device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             out.append(model(x).float().cpu())
     return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
@@ -74,6 +77,7 @@ class TorchScorer:
         from .checkpoint import load_detector
 
         self.model, self.info = load_detector(model_dir, device)
+        self.model = self.model.to(memory_format=torch.channels_last)  # NHWC: oneDNN's fast CPU convolutions
         self.device = torch.device(device)
         self.name = Path(model_dir).name
         self.image_size = int(self.info["image_size"])
@@ -81,10 +85,13 @@ class TorchScorer:
         self.calibration = self.info.get("calibration")  # models trained before calibration: plain sigmoid
 
     def predict(self, images: torch.Tensor) -> np.ndarray:
-        return calibrated(predict_logits(self.model, images, self.image_size, self.device), self.calibration)
+        return calibrated(self.logits(images), self.calibration)
 
     def predict_uncalibrated(self, images: torch.Tensor) -> np.ndarray:
-        return calibrated(predict_logits(self.model, images, self.image_size, self.device), None)
+        return calibrated(self.logits(images), None)
+
+    def logits(self, images: torch.Tensor) -> np.ndarray:
+        return predict_logits(self.model, images, self.image_size, self.device, channels_last=True)
 
     def embed(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         emb, logits = embed_logits(self.model, images, self.image_size)
