@@ -2,13 +2,18 @@
 
     python benchmarks/cross_source.py PROJECT --method probe                      # frozen features + LR: minutes
     python benchmarks/cross_source.py PROJECT --method finetune --reuse-all PROJECT/artifacts/model
+    python benchmarks/cross_source.py PROJECT --method finetune --sources-only --tta          # flip TTA, reusing
+    python benchmarks/cross_source.py PROJECT --method finetune --sources-only --tag blurjpeg \
+        --set train.augment.blur_prob=0.5 --set train.augment.jpeg_prob=0.5 --set train.augment.jpeg_quality=[30,95]
 
 PROJECT is a repo after `dvc repro` on several sources (docs/real-data.md, profiles/multi-source.yaml).
 Its split (one content-addressed split over all sources, video groups kept together) gives every test
 row; the model for a training set sees only the train/val rows of its sources, so no test image is
 trained on in any cell. Diagonal cells are in-source; off-diagonal cells are leave-one-source-out
 transfer. `--reuse-all` scores the pipeline's own model for the "all" row instead of training it again.
-Prints a markdown matrix and writes benchmarks/cross_source_<method>.json.
+`--tta` averages each image's probability with its horizontal mirror's (scoring only: it reuses models
+already trained under the same work folder). Prints a markdown matrix and writes
+benchmarks/cross_source_<method>[_<tag>][_tta].json.
 """
 
 from __future__ import annotations
@@ -41,8 +46,23 @@ def subset_splits(splits: Path, dest: Path, sources: list[str]) -> Path:
     return dest
 
 
-def train_model(method: str, splits: Path, out: Path, params_path: Path, epochs: int | None) -> Path:
-    p = load_params(params_path, {"train": {"epochs": epochs}} if epochs else {})
+def overrides(sets: list[str], epochs: int | None) -> dict:
+    """--set a.b.c=VALUE (YAML value) and --epochs as one nested override dict."""
+    import yaml
+
+    out: dict = {"train": {"epochs": epochs}} if epochs else {}
+    for item in sets:
+        key, _, value = item.partition("=")
+        node = out
+        *parents, leaf = key.split(".")
+        for k in parents:
+            node = node.setdefault(k, {})
+        node[leaf] = yaml.safe_load(value)
+    return out
+
+
+def train_model(method: str, splits: Path, out: Path, params_path: Path, patch: dict) -> Path:
+    p = load_params(params_path, patch)
     if method == "probe":
         train_lr(splits, out, p.train.image_size, p.seed, "probe_lr")
     else:
@@ -60,6 +80,10 @@ def main() -> None:
     ap.add_argument("--method", choices=["probe", "finetune"], default="probe")
     ap.add_argument("--reuse-all", type=Path, default=None, help="score this model for the 'all' row")
     ap.add_argument("--epochs", type=int, default=None, help="override train.epochs (finetune)")
+    ap.add_argument("--set", action="append", default=[], help="params override, e.g. train.augment.blur_prob=0.5")
+    ap.add_argument("--tag", default="", help="names this setting's work folder and JSON")
+    ap.add_argument("--tta", action="store_true", help="score with horizontal-flip test-time augmentation")
+    ap.add_argument("--sources-only", action="store_true", help="skip the all-sources row")
     ap.add_argument("--work", type=Path, default=Path("/tmp/cross_source"))
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
@@ -67,17 +91,23 @@ def main() -> None:
     test = read_split(splits, "test")
     sources = sorted(test["source"].unique())
     rows = []
-    for train_on in [[s] for s in sources] + [sources]:
+    setting = args.method + (f"_{args.tag}" if args.tag else "")
+    for train_on in [[s] for s in sources] + ([] if args.sources_only else [sources]):
         name = "+".join(train_on) if len(train_on) > 1 else train_on[0]
         t0 = time.perf_counter()
+        model = args.work / setting / name / "model"
         if len(train_on) > 1 and args.reuse_all is not None:
             model = args.reuse_all
-        else:
-            sub = subset_splits(splits, args.work / args.method / name / "splits", train_on)
-            model = train_model(args.method, sub, args.work / args.method / name / "model",
-                                args.project / "params.yaml", args.epochs)
+        elif not (args.tta and model.is_dir()):
+            sub = subset_splits(splits, args.work / setting / name / "splits", train_on)
+            train_model(args.method, sub, model, args.project / "params.yaml", overrides(args.set, args.epochs))
         scorer = load_scorer(model)
         prob, ok = score_frame(scorer, test)
+        if args.tta:
+            from PIL import ImageOps
+
+            flipped, _ = score_frame(scorer, test, transform=ImageOps.mirror)
+            prob = (prob + flipped) / 2
         y, src = test["y"].to_numpy()[ok], test["source"].to_numpy()[ok]
         row = {"trained_on": name, "seconds": round(time.perf_counter() - t0, 1)}
         for s in sources:
@@ -86,14 +116,16 @@ def main() -> None:
         rows.append(row)
         print(f"{name}: " + ", ".join(f"{s} AUC {row[s]['roc_auc']:.3f} FPR {row[s]['fpr_real']:.3f}" for s in sources),
               flush=True)
-    print(f"\n{args.method}: trained on (rows) -> scored on the test split of (columns): ROC-AUC / real-image FPR "
+    print(f"\n{setting}{' + flip TTA' if args.tta else ''}: trained on (rows) -> scored on the test split of (columns): ROC-AUC / real-image FPR "
           "at the model's stored threshold\n")
     print("| trained on | " + " | ".join(sources) + " | seconds |\n|---|" + "---|" * (len(sources) + 1))
     for r in rows:
         print(f"| {r['trained_on']} | " + " | ".join(f"{r[s]['roc_auc']:.3f} / {r[s]['fpr_real']:.3f}" for s in sources)
               + f" | {r['seconds']} |")
-    out = args.out or Path(__file__).with_name(f"cross_source_{args.method}.json")
-    out.write_text(json.dumps({"method": args.method, "project": str(args.project), "sources": sources,
+    out = args.out or Path(__file__).with_name(f"cross_source_{setting}{'_tta' if args.tta else ''}.json")
+    out.write_text(json.dumps({"method": args.method, "setting": setting, "overrides": args.set, "tta": args.tta,
+                               "project": "faces-a + faces-d (profiles/faces.yaml + profiles/multi-source.yaml)",
+                               "sources": sources,
                                "n_test": {s: int((test['source'] == s).sum()) for s in sources}, "rows": rows},
                               indent=2, default=float) + "\n")
 
