@@ -125,8 +125,7 @@ def test_every_scorer_returns_the_calibrated_probability(prepared):
     assert info["calibration"]["a"] > 0
     scorer = TorchScorer(prepared / "model")
     x = torch.randint(0, 256, (6, 3, 40, 40), dtype=torch.uint8)
-    raw = scorer.predict_uncalibrated(x)
-    logit = np.log(raw / (1 - raw))
+    logit = scorer.logits(x)
     assert np.allclose(scorer.predict(x), calibrated(logit, info["calibration"]), atol=1e-4)
     card = json.loads((prepared / "model/model_card.json").read_text())
     assert card["calibration"]["a"] == info["calibration"]["a"]

@@ -200,10 +200,10 @@ def predict(paths: list[str] = typer.Argument(..., help="files, folders or globs
 
     if format not in ("table", "json", "csv") or runtime not in ("torch", "onnx"):
         _fail(ValueError("--format is table|json|csv and --runtime is torch|onnx"))
-    s = _params(params).serve
-    try:
-        rows = run(paths, model, s.uncertainty_band if band is None else band, explain, runtime,
-                   crop_faces=crop_faces, progress=progress, batch_size=batch_size or s.batch_size)
+    _params(params)  # a clear error for a missing or invalid params file, before any model loads
+    try:  # band and batch size: the flags, else params.yaml `serve` (resolved by Detector.load)
+        rows = run(paths, model, band, explain, runtime, crop_faces=crop_faces, progress=progress,
+                   batch_size=batch_size, params=params)
     except (CheckpointError, FileNotFoundError, RegistryError) as exc:
         _fail(exc)
     cols = (["path", "fake_probability", "label", "uncertain", "model_version", "error"]

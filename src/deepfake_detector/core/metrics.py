@@ -41,18 +41,21 @@ def calibrated(logit: np.ndarray, cal: dict[str, float] | None) -> np.ndarray:
     return 1 / (1 + np.exp(-z))  # float64: probabilities near 0 and 1 keep their order
 
 
+def _bin_index(prob: np.ndarray, bins: int) -> np.ndarray:
+    """Equal-width probability bin of each score, 0 .. bins-1."""
+    return np.clip(np.digitize(prob, np.linspace(0, 1, bins + 1)[1:-1]), 0, bins - 1)
+
+
 def reliability_table(y: np.ndarray, prob: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
     """Per probability bin (equal width): mean predicted fake probability, observed share of fakes, count."""
-    edges = np.linspace(0, 1, bins + 1)
-    idx = np.clip(np.digitize(prob, edges[1:-1]), 0, bins - 1)
+    idx = _bin_index(prob, bins)
     return [{"bin": b, "mean_predicted": round(float(prob[idx == b].mean()), 6),
              "fraction_fake": round(float(np.asarray(y)[idx == b].mean()), 6), "n": int((idx == b).sum())}
             for b in range(bins) if (idx == b).any()]
 
 
 def expected_calibration_error(y: np.ndarray, prob: np.ndarray, bins: int = 15) -> float:
-    edges = np.linspace(0, 1, bins + 1)
-    idx = np.clip(np.digitize(prob, edges[1:-1]), 0, bins - 1)
+    idx = _bin_index(prob, bins)
     ece = 0.0
     for b in range(bins):
         m = idx == b

@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageFilter
 
-from ..core.metrics import (CI_METRICS, binary_metrics, bootstrap_ci, bootstrap_indices, expected_calibration_error,
-                            reliability_table)
+from ..core.metrics import (CI_METRICS, binary_metrics, bootstrap_ci, bootstrap_indices, calibrated,
+                            expected_calibration_error, reliability_table)
 from ..model.scoring import Scorer, load_scorer
 from .model_card import model_card_markdown
 from ..core.splits_io import read_folder, read_split
@@ -104,12 +104,14 @@ def score_variants(scorer: Scorer, paths: list[str], transforms: dict[str, Pertu
     for start in tqdm(range(0, len(paths), chunk), desc="evaluate", unit="chunk", disable=not progress, leave=False):
         for name, (images, ok) in decode_variants(paths[start:start + chunk], scorer.image_size, transforms,
                                                   workers).items():
-            probs[name].append(scorer.predict(images[ok]) if ok.any() else np.zeros(0))
             oks[name].append(ok)
-            if name == "clean" and hasattr(scorer, "predict_uncalibrated"):  # the reliability diagram's "before"
-                probs.setdefault("uncalibrated", []).append(scorer.predict_uncalibrated(images[ok]) if ok.any()
-                                                             else np.zeros(0))
+            if name == "clean" and hasattr(scorer, "logits"):  # one forward: calibrated + the reliability "before"
+                z = scorer.logits(images[ok]) if ok.any() else np.zeros(0)
+                probs[name].append(calibrated(z, scorer.calibration))
+                probs.setdefault("uncalibrated", []).append(calibrated(z, None))
                 oks.setdefault("uncalibrated", []).append(ok)
+            else:
+                probs[name].append(scorer.predict(images[ok]) if ok.any() else np.zeros(0))
     return {n: (np.concatenate(probs[n]) if probs[n] else np.zeros(0),
                 np.concatenate(oks[n]) if oks[n] else np.zeros(0, bool)) for n in probs}
 

@@ -87,9 +87,6 @@ class TorchScorer:
     def predict(self, images: torch.Tensor) -> np.ndarray:
         return calibrated(self.logits(images), self.calibration)
 
-    def predict_uncalibrated(self, images: torch.Tensor) -> np.ndarray:
-        return calibrated(self.logits(images), None)
-
     def logits(self, images: torch.Tensor) -> np.ndarray:
         return predict_logits(self.model, images, self.image_size, self.device, channels_last=True)
 

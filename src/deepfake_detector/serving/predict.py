@@ -112,14 +112,13 @@ def predict(inputs: list[str], model: str | Path, band: float | None = None, exp
         Path(explain_dir).mkdir(parents=True, exist_ok=True)
     paths = expand(inputs)
     rows: list[dict[str, Any]] = []
-    batch: list[tuple[dict, Image.Image, torch.Tensor]] = []
+    batch: list[tuple[dict, Image.Image]] = []
 
     def flush() -> None:
-        probs = det.predict_tensor(torch.stack([t for _, _, t in batch]))
-        for (row, img, arr), prob in zip(batch, probs):
-            row.update({k: v for k, v in det.result(prob, row["path"]).to_dict().items() if k != "source"})
+        for (row, img), pred in zip(batch, det.predict([img for _, img in batch])):
+            row.update({k: v for k, v in pred.to_dict().items() if k != "source"})
             if cam_model is not None:
-                heat = grad_cam(cam_model, to_input(arr[None], det.image_size))[0].numpy()
+                heat = grad_cam(cam_model, to_input(to_tensor(img, det.image_size)[None], det.image_size))[0].numpy()
                 tag = hashlib.sha1(str(Path(row["path"]).resolve()).encode()).hexdigest()[:8]  # a/x.jpg != b/x.jpg
                 out = Path(explain_dir) / f"{Path(row['path']).stem}_{tag}_gradcam.png"
                 overlay(img, heat).save(out)
@@ -139,7 +138,7 @@ def predict(inputs: list[str], model: str | Path, band: float | None = None, exp
             img = img.crop(box)
         if crop_faces:  # no face found: the whole image was scored, and the row says so
             row["crop_box"] = list(box) if box is not None else None
-        batch.append((row, img, to_tensor(img, det.image_size)))
+        batch.append((row, img))
         if len(batch) == det.batch_size:
             flush()
     if batch:

@@ -82,12 +82,11 @@ def resolve(ref: str, repo: str | Path = ".") -> tuple[Path, str]:
     dest = repo / ".dfd" / "registry" / name / version
     if (dest / "detector.pt").is_file() or any(dest.glob("*.json")):
         return dest, version
-    head = _git(repo, "rev-parse", "HEAD").strip()
     got = subprocess.run(["dvc", "get", str(repo), path, "--rev", commit, "-o", str(dest)], cwd=repo,
                          capture_output=True, text=True)
     if got.returncode == 0:
         return dest, version
-    if commit == head and _workspace_current(repo):
+    if commit == _git(repo, "rev-parse", "HEAD").strip() and _workspace_current(repo):
         return repo / path, version
     raise RegistryError(f"{ref} = {version} (commit {commit[:10]}): {path} is in no DVC cache or remote "
                         f"({got.stderr.strip().splitlines()[-1] if got.stderr.strip() else 'dvc get failed'}); "
