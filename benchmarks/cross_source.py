@@ -1,8 +1,11 @@
 """Trained on X -> scored on Y: ROC-AUC and real-image FPR for every (training sources, test source).
 
     python benchmarks/cross_source.py PROJECT --method probe                      # frozen features + LR: minutes
+    python benchmarks/cross_source.py PROJECT --method spectrum                   # FFT spectrum features + LR
     python benchmarks/cross_source.py PROJECT --method finetune --reuse-all PROJECT/artifacts/model
     python benchmarks/cross_source.py PROJECT --method finetune --sources-only --tta          # flip TTA, reusing
+    python benchmarks/cross_source.py PROJECT --method finetune --sources-only --tag npr --set model.input=npr
+    python benchmarks/cross_source.py PROJECT --method finetune --all-only --tag balanced --set train.balance_sources=true
     python benchmarks/cross_source.py PROJECT --method finetune --sources-only --tag blurjpeg \
         --set train.augment.blur_prob=0.5 --set train.augment.jpeg_prob=0.5 --set train.augment.jpeg_quality=[30,95]
 
@@ -63,8 +66,8 @@ def overrides(sets: list[str], epochs: int | None) -> dict:
 
 def train_model(method: str, splits: Path, out: Path, params_path: Path, patch: dict) -> Path:
     p = load_params(params_path, patch)
-    if method == "probe":
-        train_lr(splits, out, p.train.image_size, p.seed, "probe_lr")
+    if method in ("probe", "spectrum"):
+        train_lr(splits, out, p.train.image_size, p.seed, f"{method}_lr")
     else:
         from deepfake_detector.model.train import train
 
@@ -77,13 +80,14 @@ def train_model(method: str, splits: Path, out: Path, params_path: Path, patch: 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("project", type=Path)
-    ap.add_argument("--method", choices=["probe", "finetune"], default="probe")
+    ap.add_argument("--method", choices=["probe", "spectrum", "finetune"], default="probe")
     ap.add_argument("--reuse-all", type=Path, default=None, help="score this model for the 'all' row")
     ap.add_argument("--epochs", type=int, default=None, help="override train.epochs (finetune)")
     ap.add_argument("--set", action="append", default=[], help="params override, e.g. train.augment.blur_prob=0.5")
     ap.add_argument("--tag", default="", help="names this setting's work folder and JSON")
     ap.add_argument("--tta", action="store_true", help="score with horizontal-flip test-time augmentation")
     ap.add_argument("--sources-only", action="store_true", help="skip the all-sources row")
+    ap.add_argument("--all-only", action="store_true", help="only the all-sources row (e.g. train.balance_sources)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/cross_source"))
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
@@ -92,7 +96,7 @@ def main() -> None:
     sources = sorted(test["source"].unique())
     rows = []
     setting = args.method + (f"_{args.tag}" if args.tag else "")
-    for train_on in [[s] for s in sources] + ([] if args.sources_only else [sources]):
+    for train_on in ([] if args.all_only else [[s] for s in sources]) + ([] if args.sources_only else [sources]):
         name = "+".join(train_on) if len(train_on) > 1 else train_on[0]
         t0 = time.perf_counter()
         model = args.work / setting / name / "model"

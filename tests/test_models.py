@@ -151,8 +151,10 @@ def test_lite0_imagenet_weights_load_from_the_installed_package_and_hybrid_parts
 
 
 @pytest.mark.parametrize("config", [
-    {"backbone": "se_resnet34", "stem": "imagenet", "se_reduction": 16, "extra_convs": 1, "dropout": 0.3},
-    {"backbone": "efficientnet_lite0", "se_reduction": 16, "extra_convs": 1, "dropout": 0.3},
+    {"backbone": "se_resnet34", "input": "rgb", "stem": "imagenet", "se_reduction": 16, "extra_convs": 1,
+     "dropout": 0.3},
+    {"backbone": "efficientnet_lite0", "input": "rgb", "se_reduction": 16, "extra_convs": 1, "dropout": 0.3},
+    {"backbone": "efficientnet_lite0", "input": "npr", "se_reduction": 16, "extra_convs": 1, "dropout": 0.3},
 ])
 def test_checkpoints_rebuild_either_backbone_from_their_config_alone(tmp_path, config):
     from deepfake_detector.model.checkpoint import load_detector, save_detector
@@ -174,3 +176,34 @@ def test_an_old_checkpoint_without_backbone_is_se_resnet34():
                       HybridDetector)
     with pytest.raises(ValueError, match="unknown backbone"):
         build_detector({"backbone": "vit"})
+
+
+def test_npr_keeps_only_the_pixel_relations_inside_each_2x2_cell():
+    """NPR(x) = x - nearest-up(x[::2, ::2]): zero on anything a 2x nearest up-sampler makes, and blind to
+    adding such an image, so an NPR detector's score depends only on the within-cell relations."""
+    from deepfake_detector.model.factory import build_detector
+    from deepfake_detector.model.models import npr
+
+    g = torch.Generator().manual_seed(0)
+    cells = torch.nn.functional.interpolate(torch.rand(2, 3, 32, 32, generator=g), scale_factor=2, mode="nearest")
+    assert torch.equal(npr(cells), torch.zeros_like(cells))
+    x = torch.rand(2, 3, 64, 64, generator=g) * 0.5
+    assert npr(x)[:, :, ::2, ::2].abs().max() == 0 and npr(x)[:, :, 1::2, 1::2].abs().min() > 0
+    shifted = x + 0.5 * cells  # other content, the same within-cell relations
+    cfg = {"backbone": "efficientnet_lite0", "se_reduction": 16, "extra_convs": 1, "dropout": 0.3}
+    on_npr = build_detector({**cfg, "input": "npr"}, pretrained="imagenet").eval()
+    on_rgb = build_detector({**cfg, "input": "rgb"}, pretrained="imagenet").eval()
+
+    def change(model) -> float:  # relative change of the embedding
+        with torch.no_grad():
+            a, b = (model.forward_head(model.forward_features(v), pre_logits=True) for v in (x, shifted))
+        return float((a - b).norm() / a.norm())
+
+    assert change(on_npr) < 1e-4 and change(on_rgb) > 0.05, (change(on_npr), change(on_rgb))
+
+
+def test_a_checkpoint_without_input_sees_rgb():
+    from deepfake_detector.model.factory import build_detector
+
+    model = build_detector({"backbone": "efficientnet_lite0", "se_reduction": 16, "extra_convs": 1, "dropout": 0.3})
+    assert model.input == "rgb" and model.config["input"] == "rgb"

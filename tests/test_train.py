@@ -206,3 +206,25 @@ def test_disk_cache_reads_what_ram_holds_and_reuses_shards_by_content(demo_dir, 
                                      ram_limit_bytes=0, hashes=hashes + [hashlib.sha256(extra.read_bytes()).hexdigest()])
     after = sorted((tmp_path / "c").glob("*.u8"))
     assert len(set(after) - set(built)) == 1 and torch.equal(more[torch.arange(len(paths))], ram)
+
+
+def test_source_balanced_sampling_draws_every_source_and_label_alike(tmp_path):
+    """train.balance_sources: a source with 8 of 48 rows is drawn as often as the one with 40 (each
+    (source, label) cell ~1/4 of the draws, vs 1/12 for the small cells in plain shuffling); class weights 1:1."""
+    x, y = _easy_set(0)
+    sources = np.array(["big"] * 40 + ["small"] * 8)
+    cells = np.char.add(sources, y.numpy().astype(str))
+    shares = {}
+    for balance in (False, True):
+        p = load_params(write_params(tmp_path / "params.yaml", train={"balance_sources": balance, "epochs": 4}))
+        tr = Trainer(p, x, y, x[:, :, 4:36, 4:36], y.numpy(), tmp_path / "m", tmp_path / "c", tmp_path / "r",
+                     torch.device("cpu"), progress=False, log_seen=True, sources=sources,
+                     max_batches=6)
+        for epoch in range(4):
+            tr._run_epoch(epoch)
+        seen = np.concatenate([np.array(e) for e in tr.seen])
+        shares[balance] = {c: float(np.mean(cells[seen] == c)) for c in np.unique(cells)}
+        if balance:
+            assert tr.class_weights == (1.0, 1.0)
+    assert all(abs(v - 1 / 12) < 0.02 for c, v in shares[False].items() if c.startswith("small")), shares
+    assert all(0.15 < v < 0.35 for v in shares[True].values()), shares

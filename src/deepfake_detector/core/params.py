@@ -44,6 +44,7 @@ class SplitParams(_Strict):
 
 class ModelParams(_Strict):
     backbone: Literal["se_resnet34", "efficientnet_lite0"]
+    input: Literal["rgb", "npr"]  # npr: neighbouring-pixel residuals x - up(down(x)) (Tan et al., CVPR 2024)
     pretrained: str | None  # imagenet | a local state-dict path | null (from scratch)
     stem: Literal["imagenet", "small", "cifar"]  # se_resnet34 only
     se_reduction: int = Field(ge=0)  # 0: no attention (plain backbone baseline)
@@ -55,8 +56,8 @@ class ModelParams(_Strict):
 
     def detector_config(self) -> dict:
         """The architecture part, as stored in every checkpoint and rebuilt by model.factory.build_detector."""
-        cfg = dict(backbone=self.backbone, se_reduction=self.se_reduction, extra_convs=self.extra_convs,
-                   dropout=self.dropout)
+        cfg = dict(backbone=self.backbone, input=self.input, se_reduction=self.se_reduction,
+                   extra_convs=self.extra_convs, dropout=self.dropout)
         return {**cfg, "stem": self.stem} if self.backbone == "se_resnet34" else cfg
 
 
@@ -86,6 +87,7 @@ class TrainParams(_Strict):
     weight_decay: float = Field(ge=0)
     gan_weight: float = Field(ge=0)
     class_weights: Literal["auto"] | tuple[float, float]
+    balance_sources: bool  # draw each epoch's rows so every (source, label) cell weighs the same
     patience: int = Field(ge=1)
     select_metric: Literal["roc_auc", "f1", "accuracy", "average_precision"]
     threads: int = Field(ge=0)

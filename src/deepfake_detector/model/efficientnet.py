@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .models import DetectorBase, SEGate
+from .models import DetectorBase, Input, SEGate
 
 # (repeats, kernel, stride, expand, in, out) per stage: efficientnet_lite_builder.py, lite0
 LITE0_STAGES = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
@@ -92,10 +92,11 @@ class EfficientNetLiteDetector(DetectorBase):
     backbone_prefixes = ("_conv_stem", "_bn0", "_blocks", "_conv_head", "_bn1")
 
     def __init__(self, se_reduction: int = 4, extra_convs: int = 2, dropout: float = 0.3,
-                 pretrained: str | None = None) -> None:
+                 pretrained: str | None = None, input: Input = "rgb") -> None:
         super().__init__()
-        self.config = dict(backbone="efficientnet_lite0", se_reduction=se_reduction, extra_convs=extra_convs,
-                           dropout=dropout)
+        self.input = input
+        self.config = dict(backbone="efficientnet_lite0", input=input, se_reduction=se_reduction,
+                           extra_convs=extra_convs, dropout=dropout)
         self.register_buffer("mean", torch.tensor(LITE_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(LITE_STD).view(1, 3, 1, 1), persistent=False)
         self._conv_stem = _SameConv(3, 32, 3, 2)
@@ -128,8 +129,7 @@ class EfficientNetLiteDetector(DetectorBase):
 
     def forward_intermediates(self, x: Tensor, taps: tuple[int, ...] = ()) -> tuple[Tensor, list[Tensor]]:
         """(forward_features(x), [output of block i for i in taps]); the frozen probe pools the taps."""
-        x = (x - self.mean) / self.std
-        x = self.act(self._bn0(self._conv_stem(x)))  # (B, 32, S/2, S/2)
+        x = self.act(self._bn0(self._conv_stem(self._normalise(x))))  # (B, 32, S/2, S/2)
         tapped = []
         for i, block in enumerate(self._blocks):
             x = block(x)  # ... -> (B, 320, S/32, S/32)

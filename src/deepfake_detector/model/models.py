@@ -14,13 +14,18 @@ import math
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
 Stem = Literal["imagenet", "small", "cifar"]
+Input = Literal["rgb", "npr"]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# NPR maps are ~6x smaller than the images they come from (normalised faces-a: std 0.090 vs 0.543; DFDC
+# video crops 0.037 vs 0.415): x4 brings them near the scale the pretrained stem's BN statistics expect.
+NPR_GAIN = 4.0
 
 
 class SEGate(nn.Module):
@@ -65,6 +70,16 @@ class SEBasicBlock(BasicBlock):
         return self.relu(out + identity)
 
 
+def npr(x: Tensor) -> Tensor:
+    """Neighbouring pixel relations (Tan et al., CVPR 2024): x minus its 2x nearest down-up-sampled copy.
+
+    Each 2x2 cell keeps only its pixels' differences from the cell's top-left one, the local relations that
+    generators' up-sampling layers fix; image content (what the face looks like) is mostly removed.
+    (B, C, H, W) -> (B, C, H, W); zero on the top-left pixel of every cell.
+    """
+    return x - nn.functional.interpolate(x[:, :, ::2, ::2], size=x.shape[-2:], mode="nearest")
+
+
 def _block_with(reduction: int, identity_init: bool) -> type[SEBasicBlock]:
     return type(f"SEBasicBlock_r{reduction}", (SEBasicBlock,),
                 {"reduction": reduction, "identity_init": identity_init})
@@ -77,6 +92,12 @@ class DetectorBase(nn.Module):
     """
 
     backbone_prefixes: tuple[str, ...] = ()
+    input: Input = "rgb"
+
+    def _normalise(self, x: Tensor) -> Tensor:
+        """[0, 1] RGB -> the backbone's normalised input, or its neighbouring-pixel residuals (input "npr")."""
+        x = (x - self.mean) / self.std
+        return NPR_GAIN * npr(x) if self.input == "npr" else x
 
     def backbone_parameters(self) -> list[nn.Parameter]:
         """The parameters that pretrained weights initialise (SE gates, extras and head are new)."""
@@ -105,10 +126,11 @@ class HybridDetector(DetectorBase):
     backbone_prefixes = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")
 
     def __init__(self, stem: Stem = "imagenet", se_reduction: int = 16, extra_convs: int = 2,
-                 dropout: float = 0.3, pretrained: str | None = None) -> None:
+                 dropout: float = 0.3, pretrained: str | None = None, input: Input = "rgb") -> None:
         super().__init__()
-        self.config = dict(backbone="se_resnet34", stem=stem, se_reduction=se_reduction, extra_convs=extra_convs,
-                           dropout=dropout)
+        self.input = input
+        self.config = dict(backbone="se_resnet34", input=input, stem=stem, se_reduction=se_reduction,
+                           extra_convs=extra_convs, dropout=dropout)
         net = ResNet(_block_with(se_reduction, identity_init=pretrained is not None), [3, 4, 6, 3])
         if stem != "imagenet":  # 64x64 inputs: keep resolution for the first stage
             net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
@@ -137,7 +159,7 @@ class HybridDetector(DetectorBase):
 
     def forward_features(self, x: Tensor) -> Tensor:
         # (B, 3, 64, 64) in [0,1] -> (B, 512, 4, 4) with the small stem (2x2 imagenet, 8x8 cifar)
-        x = (x - self.mean) / self.std
+        x = self._normalise(x)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # small: (B, 64, 32, 32)
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.extra(x)
@@ -195,6 +217,14 @@ def class_weights_from_counts(n_real: int, n_fake: int) -> tuple[float, float]:
     """Balanced weights N / (2 N_c), so each class contributes equally."""
     total = n_real + n_fake
     return (total / (2 * max(n_real, 1)), total / (2 * max(n_fake, 1)))
+
+
+def balanced_weights(labels: np.ndarray, sources: np.ndarray | None) -> torch.Tensor:
+    """Per-row draw weights 1 / (size of its (source, label) cell), normalised: every cell weighs the same."""
+    keys = labels.astype(str) if sources is None else np.char.add(np.asarray(sources, str), "/" + labels.astype(str))
+    _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    w = 1.0 / counts[inverse]
+    return torch.tensor(w / w.sum(), dtype=torch.float64)
 
 
 def freeze_early(model: nn.Module, n_blocks: int) -> list[nn.Module]:

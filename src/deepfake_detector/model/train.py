@@ -30,7 +30,7 @@ from .factory import build_detector
 from .gan import GanStep
 from .distributed import Dist, barrier, rank0_decides, setup, shard, sync_batchnorm, teardown, wrap
 from ..core.metrics import binary_metrics, calibrated, choose_threshold, fit_platt
-from .models import (Generator, WeightedBCELoss, backbone_batchnorms, class_weights_from_counts,
+from .models import (Generator, WeightedBCELoss, backbone_batchnorms, balanced_weights, class_weights_from_counts,
                      freeze_early, keep_frozen_eval)
 from ..core.params import Params
 from .scoring import predict_logits
@@ -93,8 +93,10 @@ class Trainer:
     def __init__(self, p: Params, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor,
                  val_y: np.ndarray, model_dir: Path, ckpt_dir: Path, report_dir: Path, device: torch.device,
                  progress: bool = True, max_batches: int | None = None, rows: np.ndarray | None = None,
-                 dist: Dist | None = None, log_seen: bool = False, fingerprint: dict | None = None) -> None:
+                 dist: Dist | None = None, log_seen: bool = False, fingerprint: dict | None = None,
+                 sources: np.ndarray | None = None) -> None:
         """rows: the usable rows of train_x/train_y (all by default); train_x may be a memory-mapped cache.
+        sources: each train row's source, for train.balance_sources (one source when None).
         dist: this process's rank when launched by torchrun (see distributed.py).
         fingerprint: params + data digest stored in last.pt; --resume refuses a checkpoint with another."""
         self.p, self.t, self.device = p, p.train, device
@@ -102,7 +104,7 @@ class Trainer:
         self.model_dir, self.ckpt_dir, self.report_dir = model_dir, ckpt_dir, report_dir
         self.progress = progress and self.dist.main
         self.fingerprint = fingerprint
-        self._setup_data(train_x, train_y, val_x, val_y, rows)
+        self._setup_data(train_x, train_y, val_x, val_y, rows, sources)
         self._setup_networks()
         self._setup_optimisation(max_batches)
         self._setup_loss()
@@ -110,9 +112,12 @@ class Trainer:
         self.timings: list[dict[str, float]] = []  # per epoch of this process: img/s, seconds
         self.seen: list[list[int]] | None = [] if log_seen else None  # dataset rows per epoch (tests)
 
-    def _setup_data(self, train_x, train_y, val_x, val_y, rows) -> None:
+    def _setup_data(self, train_x, train_y, val_x, val_y, rows, sources) -> None:
         self.train_x, self.train_y, self.val_x, self.val_y = train_x, train_y, val_x, val_y
         self.rows = torch.arange(len(train_x)) if rows is None else torch.as_tensor(rows)
+        self.row_weights = balanced_weights(self.train_y[self.rows].numpy(), None if sources is None
+                                            else np.asarray(sources)[self.rows.numpy()]) \
+            if self.t.balance_sources else None
 
     def _setup_networks(self) -> None:
         """D (pretrained, partly frozen), G, and the step that runs both (DDP-wrapped under torchrun)."""
@@ -138,6 +143,8 @@ class Trainer:
     def _setup_loss(self) -> None:
         """The weighted BCE: class weights from the train rows' label counts unless given."""
         counts = torch.bincount(self.train_y[self.rows], minlength=2).tolist()
+        if self.row_weights is not None:  # balanced draws: both classes come equally often
+            counts = [1, 1]
         w = class_weights_from_counts(*counts) if self.t.class_weights == "auto" else self.t.class_weights
         self.class_weights = tuple(float(v) for v in w)
         self.crit = WeightedBCELoss(self.class_weights).to(self.device)
@@ -181,7 +188,10 @@ class Trainer:
         gen = torch.Generator().manual_seed(seed)
         self.D.train(), self.G.train()
         keep_frozen_eval(self.frozen)
-        order = self.rows[torch.randperm(len(self.rows), generator=gen)]  # the same on every rank
+        if self.row_weights is None:  # the same order on every rank
+            order = self.rows[torch.randperm(len(self.rows), generator=gen)]
+        else:  # as many draws as rows, each (source, label) cell equally likely
+            order = self.rows[torch.multinomial(self.row_weights, len(self.rows), replacement=True, generator=gen)]
         if self.dist.rank > 0:  # own augmentation and latent draws per rank (rank 0 = single process)
             gen.manual_seed(seed + 7919 * self.dist.rank)
         batches = self._batches(shard(order, self.dist))[: self.steps_per_epoch]
@@ -303,7 +313,7 @@ def _digest(*modules: torch.nn.Module) -> str:
 
 
 def _decode(p: Params, splits_dir: Path, cache_dir: Path, progress: bool, d: Dist):
-    """Decoded train/val tensors, masks and labels. Rank 0 decodes first (it may build the shared
+    """Decoded train/val tensors, masks, labels and train sources. Rank 0 decodes first (it may build the shared
     memory-mapped cache); the other ranks then reuse that cache or decode into their own RAM."""
     size, a = p.train.image_size, p.train.augment
     # With no scale/rotation augmentation, train images are cached at the input size itself: the model
@@ -322,7 +332,7 @@ def _decode(p: Params, splits_dir: Path, cache_dir: Path, progress: bool, d: Dis
     if d.main:
         barrier(d)
     train_y = torch.tensor(tr["y"].to_numpy())  # full length: rows index both (no copy of a disk cache)
-    return train_x, ok_tr, train_y, val_x[ok_va], va["y"].to_numpy()[ok_va], ok_va
+    return train_x, ok_tr, train_y, val_x[ok_va], va["y"].to_numpy()[ok_va], ok_va, tr["source"].to_numpy()
 
 
 def train(splits_dir: str | Path, model_dir: str | Path, report_dir: str | Path, p: Params, *,
@@ -349,12 +359,13 @@ def train(splits_dir: str | Path, model_dir: str | Path, report_dir: str | Path,
         torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         t0 = time.perf_counter()
-        train_x, ok_tr, train_y, val_x, val_y, ok_va = _decode(p, Path(splits_dir), Path(cache_dir), progress, d)
+        train_x, ok_tr, train_y, val_x, val_y, ok_va, sources = _decode(p, Path(splits_dir), Path(cache_dir),
+                                                                          progress, d)
         decode_s = time.perf_counter() - t0
         data_version = split_version(splits_dir)  # the train/val rows: resume check and model card
         trainer = Trainer(p, train_x, train_y, val_x, val_y, model_dir, ckpt_dir, report_dir, device, progress,
                           max_batches=2 if dry_run else None, rows=np.flatnonzero(ok_tr), dist=d,
-                          log_seen=log_seen,
+                          log_seen=log_seen, sources=sources,
                           fingerprint=run_fingerprint(p.model_dump(by_alias=True), data_version))
         t1 = time.perf_counter()
         state = trainer.fit(resume=resume, stop_after=stop_after)
