@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -156,10 +158,26 @@ def test_two_sources_with_groups_keep_source_and_group_through_validation_and_sp
     assert len(meta) == 24 and set(meta["source"]) == {"src-a", "src-d"}
     assert set(meta.loc[meta["source"] == "src-d", "group"]) == {f"src-d/v{i}" for i in range(6)}
 
+    broken = data / "fake" / "src-d" / "broken.jpg"  # a truncated file of the second source
+    assert broken.parent.is_dir()
+    broken.write_bytes(b"\xff\xd8\xff")
+    meta = pd.concat([meta, pd.DataFrame([{"path": broken.relative_to(data).as_posix(), "source": "src-d",
+                                           "group": ""}])])
+    meta.to_csv(data / "metadata.csv", index=False)
+
     p = load_params(REPO / "params.yaml", {"validate": {"min_size": 16, "label_issue": {"features": "cheap"}},
                                            "split": {"val": 0.3, "test": 0.3}})
     metrics = validate(data, tmp_path / "clean", tmp_path / "rv", p.validate_, p.seed, progress=False)
     assert metrics["by_source"]["src-a"]["kept"] == 12 and metrics["by_source"]["src-d"]["kept"] == 12
+    assert metrics["by_source"]["src-d"]["total"] == 13
+    # Data Docs: one validation result per source beside the whole dataset's, each with its own verdict
+    gx = json.loads((tmp_path / "rv/gx_result.json").read_text())
+    assert gx["by_source"]["src-a"] == {"success": True, "rows": 12, "failed_rows": 0,
+                                        "unexpected_by_reason": {r: 0 for r in gx["by_source"]["src-a"]["unexpected_by_reason"]}}
+    assert gx["by_source"]["src-d"]["success"] is False and gx["by_source"]["src-d"]["failed_rows"] == 1
+    assert gx["by_source"]["src-d"]["unexpected_by_reason"]["unreadable"] >= 1
+    index = (tmp_path / "rv/data_docs/index.html").read_text()
+    assert "source_src-a" in index and "source_src-d" in index and "metadata" in index
     manifest = pd.read_csv(tmp_path / "clean/manifest.csv", keep_default_na=False)
     assert set(manifest["source"]) == {"src-a", "src-d"} and (manifest["group"] != "").sum() == 12
     split(tmp_path / "clean", tmp_path / "splits", tmp_path / "rs", p.split, p.seed)

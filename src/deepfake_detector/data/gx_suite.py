@@ -51,48 +51,8 @@ def build_suite(min_size: int, supported_modes: list[str], remove_label_issues: 
     return suite
 
 
-def run_suite(frame: pd.DataFrame, min_size: int, supported_modes: list[str], remove_label_issues: bool,
-              docs_dir: Path | None) -> tuple[dict[str, str], dict]:
-    """Validate frame; return ({path: reason} for failing rows, JSON-able result summary).
-
-    With docs_dir, GX Data Docs (HTML) are built there through a Checkpoint action, then made to
-    load only local files (datadocs.make_offline).
-    """
-    import great_expectations as gx
-    from great_expectations.checkpoint import UpdateDataDocsAction
-    from great_expectations.core.run_identifier import RunIdentifier
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    asset = context.data_sources.add_pandas("images").add_dataframe_asset("metadata")
-    batch_def = asset.add_batch_definition_whole_dataframe("all")
-    suite = context.suites.add(build_suite(min_size, supported_modes, remove_label_issues))
-    vdef = context.validation_definitions.add(
-        gx.ValidationDefinition(name="validate_images", data=batch_def, suite=suite)
-    )
-    actions = []
-    if docs_dir is not None:
-        site = "dfd_validation"
-        context.add_data_docs_site(site_name=site, site_config={
-            "class_name": "SiteBuilder",
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend",
-                              "base_directory": str(Path(docs_dir).resolve())},
-        })
-        actions.append(UpdateDataDocsAction(name="docs", site_names=[site]))
-    checkpoint = context.checkpoints.add(
-        gx.Checkpoint(name="images", validation_definitions=[vdef], actions=actions,
-                      result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["path"]})
-    )
-    # A fixed run id (data digest + SOURCE_DATE_EPOCH) keeps the Data Docs byte-identical on a re-run.
-    digest = hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()[:12]
-    run_id = RunIdentifier(run_name=f"data-{digest}", run_time=source_date())
-    result = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=run_id)
-    if docs_dir is not None:
-        make_offline(docs_dir)
-    (vresult,) = result.run_results.values()
-
+def _summary(vresult: Any) -> tuple[dict, dict[str, str]]:
+    """(JSON-able summary of one validation result, {path: reason} for its failing rows)."""
     failed: dict[str, str] = {}
     summary = {"success": bool(vresult.success), "expectations": []}
     order = {r: k for k, r in enumerate(REASONS)}
@@ -110,4 +70,65 @@ def run_suite(frame: pd.DataFrame, min_size: int, supported_modes: list[str], re
             path = row["path"]
             if path not in failed or order[reason] < order[failed[path]]:
                 failed[path] = reason
+    return summary, failed
+
+
+def run_suite(frame: pd.DataFrame, min_size: int, supported_modes: list[str], remove_label_issues: bool,
+              docs_dir: Path | None) -> tuple[dict[str, str], dict]:
+    """Validate frame; return ({path: reason} for failing rows, JSON-able result summary).
+
+    With docs_dir, GX Data Docs (HTML) are built there through a Checkpoint action, then made to
+    load only local files (datadocs.make_offline). With several sources (column `source`) each source
+    is validated again as its own data asset `source_<name>`, so the Data Docs index lists one result per
+    source beside the whole dataset's; the summary's `by_source` has their success and failure counts.
+    """
+    import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    images = context.data_sources.add_pandas("images")
+    suite = context.suites.add(build_suite(min_size, supported_modes, remove_label_issues))
+    actions = []
+    if docs_dir is not None:
+        site = "dfd_validation"
+        context.add_data_docs_site(site_name=site, site_config={
+            "class_name": "SiteBuilder",
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend",
+                              "base_directory": str(Path(docs_dir).resolve())},
+        })
+        actions.append(UpdateDataDocsAction(name="docs", site_names=[site]))
+
+    def run(asset_name: str, name: str, rows: pd.DataFrame) -> Any:
+        batch_def = images.add_dataframe_asset(asset_name).add_batch_definition_whole_dataframe("all")
+        vdef = context.validation_definitions.add(gx.ValidationDefinition(name=f"validate_{name}", data=batch_def,
+                                                                          suite=suite))
+        checkpoint = context.checkpoints.add(gx.Checkpoint(
+            name=name, validation_definitions=[vdef], actions=actions,
+            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["path"]}))
+        # A fixed run id (data digest + SOURCE_DATE_EPOCH) keeps the Data Docs byte-identical on a re-run.
+        digest = hashlib.sha256(rows.to_csv(index=False).encode()).hexdigest()[:12]
+        result = checkpoint.run(batch_parameters={"dataframe": rows},
+                                run_id=RunIdentifier(run_name=f"data-{digest}", run_time=source_date()))
+        (vresult,) = result.run_results.values()
+        return vresult
+
+    summary, failed = _summary(run("metadata", "images", frame))
+    sources = sorted(frame["source"].unique()) if "source" in frame else []
+    if len(sources) > 1:
+        summary["by_source"] = {}
+        for src in sources:
+            key = "".join(c if c.isalnum() or c in "-_" else "_" for c in str(src))
+            part, part_failed = _summary(run(f"source_{key}", f"images_{key}",
+                                             frame[frame["source"] == src].reset_index(drop=True)))
+            summary["by_source"][str(src)] = {
+                "success": part["success"], "rows": int((frame["source"] == src).sum()),
+                "failed_rows": len(part_failed),
+                "unexpected_by_reason": {r: sum(e["unexpected_count"] for e in part["expectations"] if e["reason"] == r)
+                                         for r in REASONS}}
+    if docs_dir is not None:
+        make_offline(docs_dir)
     return failed, json.loads(json.dumps(summary, default=str))
