@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -28,6 +27,7 @@ from .augment import augment, jpeg_cpu
 from .checkpoint import check_resume, run_fingerprint, safe_load, save_detector
 from .factory import build_detector
 from .gan import GanStep
+from .optim import make_optimizers, warmup_cosine
 from .distributed import Dist, barrier, rank0_decides, setup, shard, sync_batchnorm, teardown, wrap
 from ..core.metrics import binary_metrics, calibrated, choose_threshold, fit_platt
 from .models import (Generator, WeightedBCELoss, backbone_batchnorms, balanced_weights, class_weights_from_counts,
@@ -38,16 +38,6 @@ from ..core.splits_io import read_split, split_version, write_seen
 from .tensorcache import decode_all
 
 __all__ = ["Trainer", "train"]
-
-
-def warmup_cosine(warmup_steps: int, total_steps: int):
-    """LR factor per optimizer step: linear warmup to 1, then cosine decay to 0."""
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return factor
 
 
 def build_trainable_detector(p: Params, device: torch.device, sync_bn: bool = False
@@ -63,17 +53,6 @@ def build_trainable_detector(p: Params, device: torch.device, sync_bn: bool = Fa
         frozen += backbone_batchnorms(D)  # made eval-mode scores differ from train-mode ones
     # channels-last: 2x faster depthwise/3x3 convs on CPU (oneDNN) as on CUDA
     return D.to(device, memory_format=torch.channels_last), frozen, info
-
-
-def make_optimizers(D: torch.nn.Module, G: torch.nn.Module, p: Params) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
-    """AdamW for D (pretrained layers at lr_backbone, new layers at lr), Adam(0.5, 0.999) for G."""
-    t = p.train
-    backbone = {id(q) for q in D.backbone_parameters()} if p.model.pretrained else set()
-    trainable = [q for q in D.parameters() if q.requires_grad]
-    groups = [{"params": [q for q in trainable if id(q) in backbone], "lr": t.lr_backbone},
-              {"params": [q for q in trainable if id(q) not in backbone], "lr": t.lr}]
-    opt_d = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=t.weight_decay)
-    return opt_d, torch.optim.Adam(G.parameters(), lr=t.lr_generator, betas=(0.5, 0.999))
 
 
 @dataclass
