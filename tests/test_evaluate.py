@@ -57,6 +57,9 @@ def test_evaluate_on_the_test_split_writes_reports_with_metrics_per_source(prepa
     for name in ("roc.csv", "pr.csv", "confusion.csv"):
         assert (tmp_path / "eval/plots" / name).stat().st_size > 0
     assert "paper: proposed hybrid (quoted)" in (tmp_path / "eval/summary.md").read_text()
+    model_card = (tmp_path / "eval/model_card.md").read_text()  # honest limits: per source, and what it is not for
+    assert all(f"| {name} | {by[name]['n']} |" in model_card for name in by)
+    assert "leave-one-source-out" in model_card and "Not for:" in model_card
 
 
 def test_any_labelled_folder_is_scored_and_bad_files_are_counted(prepared, demo_dir, tmp_path):

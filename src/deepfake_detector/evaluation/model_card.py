@@ -17,6 +17,12 @@ HELD_OUT_FAILURES = [
     ("in-the-wild real photos (UTKFace, 200 px)", "FPR 0.164: one ordinary photo in six called fake"),
     ("StyleGAN2 faces (1024 px) vs FFHQ reals", "ROC-AUC 0.943; recall 0.745"),
 ]
+# Leave-one-source-out on faces-a + faces-d (benchmarks/cross_source.py; docs/results.md "Transfer recipes")
+CROSS_SOURCE = [
+    ("trained on faces-a (StyleGAN) only, scored on faces-d (DFDC face swaps)", "ROC-AUC 0.47 (NPR inputs 0.57, "
+     "FFT spectrum 0.61: each at a cost on faces-a)"),
+    ("trained on faces-d only, scored on faces-a", "ROC-AUC 0.46-0.53 in every setting tried"),
+]
 
 
 def _f(v) -> str:
@@ -67,4 +73,8 @@ def model_card_markdown(train_card: dict, metrics: dict, robustness: dict) -> st
               "Measured for the faces-a model (`profiles/faces.yaml`); a model trained on other sources needs "
               "its own measurement (`benchmarks/cross_source.py`).", ""]
     lines += [f"- {what}: {result}" for what, result in HELD_OUT_FAILURES]
+    lines += ["", "Between the two benchmark sources nothing carries over (leave-one-source-out):", ""]
+    lines += [f"- {what}: {result}" for what, result in CROSS_SOURCE]
+    lines += ["", "Not for: generators, face-swap methods or photo sources absent from training, and no decision "
+              "about a person without human review."]
     return "\n".join(lines) + "\n"
