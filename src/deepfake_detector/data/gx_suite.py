@@ -122,10 +122,10 @@ def run_suite(frame: pd.DataFrame, min_size: int, supported_modes: list[str], re
         summary["by_source"] = {}
         for src in sources:
             key = "".join(c if c.isalnum() or c in "-_" else "_" for c in str(src))
-            part, part_failed = _summary(run(f"source_{key}", f"images_{key}",
-                                             frame[frame["source"] == src].reset_index(drop=True)))
+            rows = frame[frame["source"] == src].reset_index(drop=True)
+            part, part_failed = _summary(run(f"source_{key}", f"images_{key}", rows))
             summary["by_source"][str(src)] = {
-                "success": part["success"], "rows": int((frame["source"] == src).sum()),
+                "success": part["success"], "rows": len(rows),
                 "failed_rows": len(part_failed),
                 "unexpected_by_reason": {r: sum(e["unexpected_count"] for e in part["expectations"] if e["reason"] == r)
                                          for r in REASONS}}

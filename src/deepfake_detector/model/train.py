@@ -94,9 +94,10 @@ class Trainer:
     def _setup_data(self, train_x, train_y, val_x, val_y, rows, sources) -> None:
         self.train_x, self.train_y, self.val_x, self.val_y = train_x, train_y, val_x, val_y
         self.rows = torch.arange(len(train_x)) if rows is None else torch.as_tensor(rows)
-        self.row_weights = balanced_weights(self.train_y[self.rows].numpy(), None if sources is None
-                                            else np.asarray(sources)[self.rows.numpy()]) \
-            if self.t.balance_sources else None
+        self.row_weights = None  # train.balance_sources: per-row draw weights
+        if self.t.balance_sources:
+            cells = None if sources is None else np.asarray(sources)[self.rows.numpy()]
+            self.row_weights = balanced_weights(self.train_y[self.rows].numpy(), cells)
 
     def _setup_networks(self) -> None:
         """D (pretrained, partly frozen), G, and the step that runs both (DDP-wrapped under torchrun)."""
@@ -121,9 +122,8 @@ class Trainer:
 
     def _setup_loss(self) -> None:
         """The weighted BCE: class weights from the train rows' label counts unless given."""
-        counts = torch.bincount(self.train_y[self.rows], minlength=2).tolist()
-        if self.row_weights is not None:  # balanced draws: both classes come equally often
-            counts = [1, 1]
+        counts = ([1, 1] if self.row_weights is not None  # balanced draws: both classes come equally often
+                  else torch.bincount(self.train_y[self.rows], minlength=2).tolist())
         w = class_weights_from_counts(*counts) if self.t.class_weights == "auto" else self.t.class_weights
         self.class_weights = tuple(float(v) for v in w)
         self.crit = WeightedBCELoss(self.class_weights).to(self.device)
