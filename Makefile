@@ -31,7 +31,7 @@ repro: data
 	dvc repro
 
 test: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 PREFECT_PORT ?= 4200
 flows: install

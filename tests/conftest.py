@@ -24,6 +24,14 @@ os.environ.update({
 })
 os.environ.pop("PREFECT_API_URL", None)
 
+def _limits():
+    from deepfake_detector.core.params import load_params
+
+    return load_params(REPO / "params.yaml").decode_limits()
+
+
+LIMITS = _limits()  # the decode limits of this repo's params.yaml (format allowlist, pixel cap)
+
 TINY = {  # params that make every stage take seconds on 2 cores
     "seed": 0,
     "validate": {"min_size": 16},
@@ -31,6 +39,7 @@ TINY = {  # params that make every stage take seconds on 2 cores
     "model": {"extra_convs": 1, "generator_width": 8, "latent_dim": 16, "generator_size": 32},  # default backbone
     "train": {"image_size": 32, "epochs": 1, "batch_size": 8, "patience": 3},
     "drift": {"embedding_dims": 4},
+    "baselines": {"cnn_ablations": False},  # two more fine-tunes per repro; tests/test_evaluate.py turns them on
     "flows": {"landing_settle_s": 0},  # files the tests land are complete when written
 }
 
@@ -61,6 +70,17 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
     return proc
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (`make test`: `-n 2`), one compute thread per worker and for every process a test
+    starts (OMP_NUM_THREADS is inherited): two workers with two torch threads each on 2 cores run several times
+    slower than two with one (OpenMP threads spin while they wait)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+        import torch
+
+        torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory) -> Path:
     """A small deterministic demo set: data/real, data/fake (40 each)."""
@@ -82,7 +102,8 @@ def prepared(tmp_path_factory, demo_dir) -> Path:
 
     work = tmp_path_factory.mktemp("prepared")
     p = load_params(write_params(work / "params.yaml"))
-    validate(demo_dir, work / "clean", work / "reports/validation", p.validate_, p.seed, progress=False, embed=embed_files)
+    validate(demo_dir, work / "clean", work / "reports/validation", p.validate_, p.decode_limits(), p.seed,
+             progress=False, embed=embed_files)
     split(work / "clean", work / "splits", work / "reports/split", p.split, p.seed)
     train(work / "splits", work / "model", work / "reports/train", p, ckpt_dir=work / "ckpt", progress=False)
     return work
@@ -122,9 +143,41 @@ def repro_project(tmp_path_factory, demo_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def lean_project(tmp_path_factory, repro_project) -> Path:
+    """repro_project with the stages the retrain flow's decision does not need removed (baselines, drift),
+    committed: a project whose pipeline runs in half the time. The flow runs whatever stages dvc.yaml has."""
+    proj = clone_project(repro_project, tmp_path_factory.mktemp("lean") / "repo")
+    stages = yaml.safe_load((proj / "dvc.yaml").read_text())
+    for name in ("baselines", "drift"):
+        stages["stages"].pop(name)
+    evaluate = stages["stages"]["evaluate"]
+    evaluate["cmd"] = evaluate["cmd"].replace(" --baselines artifacts/baselines", "")
+    evaluate["deps"].remove("artifacts/baselines")
+    (proj / "dvc.yaml").write_text(yaml.safe_dump(stages, sort_keys=False))
+    run(["dvc", "commit", "-q", "-f"], proj)
+    run(["git", "add", "-A"], proj)
+    run(["git", "commit", "-qm", "a lean pipeline: no baselines, no drift"], proj)
+    return proj
+
+
+def clone_project(project: Path, dest: Path) -> Path:
+    """A git clone of a project sharing its DVC cache, outputs checked out: a test may change its history
+    or its files without touching the shared project (no `origin`: a flow that pushes in the clone never writes
+    branches or registry tags back into the shared project; a test that wants a remote adds its own)."""
+    run(["git", "clone", "-q", str(project), str(dest)], project.parent)
+    run(["git", "remote", "remove", "origin"], dest)
+    cache = run(["dvc", "cache", "dir"], project).stdout.strip()  # wherever the project's cache really is
+    run(["dvc", "cache", "dir", "--local", cache], dest)
+    run(["dvc", "checkout", "-q"], dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
 def prefect_harness():
-    """One Prefect test server for the whole session (first start is slow)."""
+    """One Prefect test server for the whole session (first start is slow); yields its API URL, which flow runs
+    in subprocesses use too."""
+    import prefect.settings
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=180):
-        yield
+        yield prefect.settings.PREFECT_API_URL.value()

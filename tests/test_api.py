@@ -42,7 +42,7 @@ def test_detector_reports_bad_inputs_and_scores_the_rest(prepared, demo_dir, tmp
     out = det.predict([tmp_path / "missing.jpg", good, np.zeros((4, 4), np.float32), "x"])
     assert [p.error is None for p in out] == [False, True, False, False]
     assert "uint8" in out[2].error and out[1].fake_probability is not None
-    with pytest.raises(FileNotFoundError, match="band= and batch_size="):
+    with pytest.raises(FileNotFoundError, match="band=, batch_size= and limits="):
         Detector.load(prepared / "model", params=tmp_path / "none.yaml")
     with pytest.raises(FileNotFoundError, match="no such model folder"):
         Detector.load(tmp_path / "nothing", band=0.1, batch_size=1)

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from conftest import BIN, run, write_params
+
+pytestmark = pytest.mark.slow  # torchrun: two training processes per test
 from deepfake_detector.model.checkpoint import load_detector
 
 
@@ -55,12 +57,12 @@ def test_torchrun_two_processes_train_disjoint_shards_and_resume(prepared, tmp_p
 
 
 def test_torchrun_with_the_gan_term_off_and_frozen_sync_bn(prepared, tmp_path):
-    """profiles/faces.yaml trains with gan_weight 0: the generator must not sit unused inside DDP."""
-    _torchrun(prepared, tmp_path, write_params(tmp_path / "p.yaml", train={"epochs": 2, "gan_weight": 0.0,
+    """profiles/faces.yaml trains without the DCGAN: the generator must not sit unused inside DDP."""
+    _torchrun(prepared, tmp_path, write_params(tmp_path / "p.yaml", train={"epochs": 2, "extra_fakes": "none",
                                                                           "freeze_bn": True, "sync_bn": True}))
     r0 = json.loads((tmp_path / "log.json").read_text())
     r1 = json.loads((tmp_path / "log.rank1.json").read_text())
     assert [e["epoch"] for e in r0["epochs"]] == [0, 1] == [e["epoch"] for e in r1["epochs"]]
     assert r0["params_sha256"] == r1["params_sha256"]
     card = json.loads((tmp_path / "model/model_card.json").read_text())
-    assert card["epochs_run"] == 2 and card["params"]["train"]["gan_weight"] == 0.0
+    assert card["epochs_run"] == 2 and card["params"]["train"]["extra_fakes"] == "none"

@@ -38,3 +38,35 @@ def test_the_docs_site_builds_offline_in_strict_mode(tmp_path):
     pages = {p.parent.name for p in (tmp_path / "site").rglob("index.html")}
     assert {"experiments", "use", "results", "pipeline"} <= pages
     assert "fonts.googleapis.com" not in (tmp_path / "site/index.html").read_text()  # nothing fetched when read
+
+
+def _heading_refs() -> list[tuple[str, str, str]]:
+    """(where, target file, heading) for every `README "X"` and `docs/NAME.md "X"` in the code, settings and docs."""
+    files = [REPO / "README.md", REPO / "dvc.yaml", REPO / "params.yaml", REPO / "pyproject.toml", REPO / "prefect.yaml",
+             REPO / "Makefile", *REPO.glob("profiles/*.yaml"), *REPO.glob("docs/*.md"), *REPO.glob("src/**/*.py"),
+             *REPO.glob("flows/*.py"), *REPO.glob("benchmarks/*.py"), *REPO.glob("tests/*.py")]
+    refs = []
+    for f in files:
+        for m in re.finditer(r'(README|docs/[\w-]+\.md) "([^"\n]{3,80})"', f.read_text()):
+            target = "README.md" if m[1] == "README" else m[1]
+            refs.append((f.relative_to(REPO).as_posix(), target, m[2]))
+    return refs
+
+
+def test_every_pointer_to_a_section_names_one_that_exists():
+    """Comments and docs that say `README "Some heading"` or `docs/model.md "Some heading"` point at a heading of
+    that file (its text, or the start of it); and every docs/NAME.md mentioned anywhere exists."""
+    refs = _heading_refs()
+    assert len(refs) >= 5
+    missing = []
+    for where, target, heading in refs:
+        if where == "tests/test_docs.py":
+            continue
+        headings = [h.strip().lower() for h in re.findall(r"^#+ (.+)$", (REPO / target).read_text(), re.M)]
+        if not any(h.startswith(heading.lower()) for h in headings):
+            missing.append(f"{where}: {target} has no heading {heading!r}")
+    assert not missing, "\n".join(missing)
+    mentioned = {m for f in [REPO / "README.md", *REPO.glob("src/**/*.py"), *REPO.glob("flows/*.py"),
+                             REPO / "dvc.yaml", REPO / "params.yaml", *REPO.glob("docs/*.md")]
+                 for m in re.findall(r"docs/[\w-]+\.md", f.read_text())}
+    assert all((REPO / m).is_file() for m in mentioned), sorted(m for m in mentioned if not (REPO / m).is_file())

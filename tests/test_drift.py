@@ -13,7 +13,7 @@ from deepfake_detector.data.demo import make_demo
 from deepfake_detector.core.params import load_params
 from deepfake_detector.evaluation.drift import drift
 
-from conftest import REPO
+from conftest import LIMITS, REPO
 
 D = load_params(REPO / "params.yaml").drift
 
@@ -46,7 +46,7 @@ def sets(tmp_path_factory) -> dict[str, Path]:
 
 
 def test_same_distribution_gives_no_dataset_drift(sets, tmp_path):
-    m = drift(sets["ref"], sets["same"], tmp_path, D, progress=False)
+    m = drift(sets["ref"], sets["same"], tmp_path, D, LIMITS, progress=False)
     assert m["dataset_drift"] is False
     assert m["n_current"] == 60 and m["n_unreadable_current"] == 0
     assert (tmp_path / "report.html").stat().st_size > 100_000
@@ -56,7 +56,7 @@ def test_same_distribution_gives_no_dataset_drift(sets, tmp_path):
 
 @pytest.mark.parametrize("name", ["jpeg_q30", "blurred", "downscaled", "other_source"])
 def test_changed_data_gives_drift(sets, tmp_path, name):
-    m = drift(sets["ref"], sets[name], tmp_path, D, progress=False)
+    m = drift(sets["ref"], sets[name], tmp_path, D, LIMITS, progress=False)
     assert m["dataset_drift"] is True, {k: v for k, v in m["columns"].items() if v.get("drifted")}
 
 
@@ -67,7 +67,7 @@ def test_corrupt_files_are_counted_and_embeddings_used(sets, prepared, tmp_path)
         (cur / f"{i}.jpg").write_bytes(src.read_bytes())
     (cur / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
     (cur / "empty.jpg").write_bytes(b"")
-    m = drift(sets["ref"], cur, tmp_path / "out", D.model_copy(update={"embedding_dims": 4}),
+    m = drift(sets["ref"], cur, tmp_path / "out", D.model_copy(update={"embedding_dims": 4}), LIMITS,
               model_dir=prepared / "model", progress=False)
     assert m["n_unreadable_current"] == 2 and m["n_current"] == 20
     assert m["embedding_drift_score"] is not None and "fake_prob" in m["columns"]
@@ -76,6 +76,6 @@ def test_corrupt_files_are_counted_and_embeddings_used(sets, prepared, tmp_path)
 def test_empty_or_missing_current_is_a_clear_error(sets, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="empty"):
-        drift(sets["ref"], tmp_path / "empty", tmp_path / "o", D, progress=False)
+        drift(sets["ref"], tmp_path / "empty", tmp_path / "o", D, LIMITS, progress=False)
     with pytest.raises(FileNotFoundError, match="not found"):
-        drift(sets["ref"], tmp_path / "missing", tmp_path / "o", D, progress=False)
+        drift(sets["ref"], tmp_path / "missing", tmp_path / "o", D, LIMITS, progress=False)

@@ -35,7 +35,8 @@ def direct_imports(module: str, root: Path = PKG) -> set[str]:
         if isinstance(node, ast.ImportFrom) and node.level >= 1:
             base = here[: len(here) - (node.level - 1)]
             pkg = [*base, node.module] if node.module else base
-            out.add(".".join(pkg))  # from .x import name, or from . import module / from .x import module:
+            out.add(".".join(pkg) or "__init__")  # from .x import name; `from .. import x` at the top: __init__.py
+            # or from . import module / from .x import module:
             out.update(".".join([*pkg, a.name]) for a in node.names)
     return {m for m in out if module_file(m, root).is_file()}
 
@@ -88,7 +89,7 @@ def test_no_module_over_400_lines():
 
 
 # The house: each floor imports only floors below it (evaluation and serving share a floor and do not
-# import each other); the ground floor (core/) imports nothing of ours. README "Module map" draws it.
+# import each other); the ground floor (core/) imports nothing of ours. docs/pipeline.md draws it.
 FLOORS = {"core": 0, "data": 1, "model": 2, "evaluation": 3, "serving": 3}
 TOP = 4  # cli.py, api.py, __init__.py: the entry points
 
@@ -104,7 +105,7 @@ def upward_imports(root: Path = PKG) -> list[str]:
         if path.name == "__init__.py":
             continue
         for dep in direct_imports(module, root):
-            same_room = dep.split(".")[0] == module.split(".")[0]
+            same_room = dep.split(".")[0] == module.split(".")[0] or floor(dep) == floor(module) == TOP  # the entry points
             if floor(dep) > floor(module) or (floor(dep) == floor(module) and not same_room):
                 out.append(f"{module} -> {dep}")
     return sorted(out)
@@ -127,3 +128,15 @@ def test_the_floor_check_reports_upward_and_sideways_imports(tmp_path):
         (tmp_path / rel).write_text(text)
     assert upward_imports(tmp_path) == ["core.params -> data.demo", "data.demo -> model.train",
                                         "serving.serve -> evaluation.gate"]
+
+
+@pytest.mark.parametrize("stage", ["train", "baselines"])
+def test_stages_that_train_name_each_train_key_that_changes_the_model(stage):
+    """Per key, so that `train.threads`, `train.device`, `train.cache_ram_gb` or `train.ddp_backend` (how a run
+    is placed, not what it learns: core.params.RUNTIME_TRAIN_KEYS) never make the model stale."""
+    from deepfake_detector.core.params import RUNTIME_TRAIN_KEYS, TrainParams
+
+    params = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]["params"]
+    named = {p.removeprefix("train.") for p in params if p.startswith("train.")}
+    assert "train" not in params and named == set(TrainParams.model_fields) - RUNTIME_TRAIN_KEYS
+    assert {"seed", "model", "validate.max_pixels", "serve.formats"} <= set(params)

@@ -7,7 +7,9 @@ import shutil
 
 from typer.testing import CliRunner
 
+from conftest import LIMITS, REPO
 from deepfake_detector.cli import app
+from deepfake_detector.core.params import load_params
 from deepfake_detector.evaluation.evaluate import PERTURBATIONS, evaluate
 from deepfake_detector.core.metrics import binary_metrics, choose_threshold
 
@@ -38,13 +40,13 @@ def test_evaluate_on_the_test_split_writes_reports_with_metrics_per_source(prepa
     test = pd.read_csv(splits / "test.csv", dtype=str)
     test["source"] = ["src-a" if i % 3 else "src-b" for i in range(len(test))]
     test.to_csv(splits / "test.csv", index=False)
-    metrics = evaluate(prepared / "model", tmp_path / "eval", splits_dir=splits, progress=False)
+    metrics = evaluate(prepared / "model", tmp_path / "eval", LIMITS, load_params(REPO / "params.yaml").evaluate, splits_dir=splits, progress=False)
     by = metrics["by_source"]
     assert set(by) == {"src-a", "src-b"} and sum(v["n"] for v in by.values()) == metrics["n"]
     for name, v in by.items():
         assert v["n_real"] + v["n_fake"] == v["n"] == int((test["source"] == name).sum())
         assert {"roc_auc", "accuracy", "precision", "recall", "f1", "fpr_real"} <= set(v)
-        lo, hi = v["ci95"]["accuracy"]
+        lo, hi = v["ci95"]["accuracy"]["low"], v["ci95"]["accuracy"]["high"]
         assert lo <= v["accuracy"] <= hi
     assert {"accuracy", "precision", "recall", "f1", "roc_auc", "average_precision", "eer", "tpr_at_1pct_fpr",
             "brier", "ece"} <= set(metrics)
@@ -134,15 +136,29 @@ def test_every_scorer_returns_the_calibrated_probability(prepared):
     assert card["calibration"]["a"] == info["calibration"]["a"]
 
 
-def test_baselines_without_cnn_ablations_train_only_the_cheap_models(prepared, tmp_path):
-    """profiles/faces.yaml turns the two extra fine-tunes off; the stage still writes every declared output."""
+@pytest.mark.parametrize("extra,toggle", [("dcgan", "gan_off"), ("none", "gan_on")])
+def test_baselines_train_the_cnn_ablations_only_when_asked(prepared, tmp_path, extra, toggle):
+    """profiles/faces.yaml turns the two extra fine-tunes off (the test params too): then only the cheap
+    models train, and the stage still writes every declared output. With baselines.cnn_ablations the plain
+    backbone and the GAN toggle (the opposite of what the main model does) train as well."""
     from deepfake_detector.core.params import load_params
     from deepfake_detector.evaluation.baselines import run_baselines
 
     from conftest import write_params
 
-    p = load_params(write_params(tmp_path / "p.yaml"), {"baselines": {"cnn_ablations": False}})
+    p = load_params(write_params(tmp_path / "p.yaml", train={"extra_fakes": extra}))
+    assert p.baselines.cnn_ablations is False
     metrics = run_baselines(prepared / "splits", tmp_path / "b", tmp_path / "r", p, ckpt_dir=tmp_path / "ckpt",
                             progress=False)
     assert set(metrics) == {"probe_lr", "spectrum_lr"} and (tmp_path / "ckpt").is_dir()
     assert sorted(x.name for x in (tmp_path / "b").iterdir()) == ["probe_lr", "spectrum_lr"]
+
+    on = load_params(write_params(tmp_path / "on.yaml", train={"extra_fakes": extra},
+                                  baselines={"cnn_ablations": True}))
+    metrics = run_baselines(prepared / "splits", tmp_path / "b2", tmp_path / "r2", on, ckpt_dir=tmp_path / "ckpt2",
+                            progress=False, dry_run=True)
+    assert set(metrics) == {"plain", toggle, "probe_lr", "spectrum_lr"}
+    for name in ("plain", toggle):
+        card = json.loads((tmp_path / "b2" / name / "model_card.json").read_text())
+        assert card["params"]["train"]["extra_fakes"] == ("dcgan" if name == "gan_on" else "none")
+    assert json.loads((tmp_path / "b2/plain/model_card.json").read_text())["params"]["model"]["se_reduction"] == 0

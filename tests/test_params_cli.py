@@ -167,7 +167,7 @@ def test_two_sources_with_groups_keep_source_and_group_through_validation_and_sp
 
     p = load_params(REPO / "params.yaml", {"validate": {"min_size": 16, "label_issue": {"features": "cheap"}},
                                            "split": {"val": 0.3, "test": 0.3}})
-    metrics = validate(data, tmp_path / "clean", tmp_path / "rv", p.validate_, p.seed, progress=False)
+    metrics = validate(data, tmp_path / "clean", tmp_path / "rv", p.validate_, p.decode_limits(), p.seed, progress=False)
     assert metrics["by_source"]["src-a"]["kept"] == 12 and metrics["by_source"]["src-d"]["kept"] == 12
     assert metrics["by_source"]["src-d"]["total"] == 13
     # Data Docs: one validation result per source beside the whole dataset's, each with its own verdict

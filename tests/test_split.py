@@ -7,7 +7,7 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-from deepfake_detector.data.split import assign_splits, split
+from deepfake_detector.data.split import assign_splits, split, split_of, unit_interval
 from deepfake_detector.core.params import SplitParams
 
 P = SplitParams(val=0.15, test=0.15, group_distance=4)
@@ -68,22 +68,73 @@ def test_a_group_that_holds_both_labels_stays_in_one_split():
         assert s[[f"real/{k:06d}.jpg" for k in range(40)]].nunique() > 1  # groups are still dealt, not lumped
 
 
-def test_a_merge_moves_only_the_merged_group():
-    """The stated exception: a new image near two groups joins them under the smaller key."""
+def test_a_bridge_between_groups_in_different_splits_moves_nobody_and_sits_out():
+    """A new image near two groups that were split apart: the old images keep their splits (the previous split
+    files say where they are) and the bridge is kept out of every split, and reported."""
     m = _manifest(300)
-    before = pd.Series(assign_splits(m, P, seed=3).to_numpy(), index=m["path"])
-    # find two images in different splits; add one image within 2 bits of both pHashes' common pattern
-    a, b = m.iloc[0], next(r for _, r in m.iterrows() if before[r["path"]] != before[m.iloc[0]["path"]])
-    m.loc[m["path"] == b["path"], "phash"] = f"{int(a['phash'], 16) ^ 0b11:016x}"  # b 2 bits from a ...
+    p = SplitParams(val=0.15, test=0.15, group_distance=1)
+    before = pd.Series(assign_splits(m, p, seed=3).to_numpy(), index=m["path"])
+    a = m.iloc[0]
+    b = next(r for _, r in m.iterrows() if before[r["path"]] != before[a["path"]])
+    m.loc[m["path"] == b["path"], "phash"] = f"{int(a['phash'], 16) ^ 0b11:016x}"  # b 2 bits from a: two groups
+    old = dict(zip(m["sha256"], assign_splits(m, p, seed=3)))
     bridge = {"path": "real/bridge.jpg", "label": "real", "sha256": "0" * 64, "group": "",
-              "phash": f"{int(a['phash'], 16) ^ 0b1:016x}"}  # ... the bridge 1 bit from each
-    p = SplitParams(val=0.15, test=0.15, group_distance=1)  # a and b alone are 2 bits apart: two groups
-    alone = pd.Series(assign_splits(m, p, seed=3).to_numpy(), index=m["path"])
+              "phash": f"{int(a['phash'], 16) ^ 0b1:016x}"}  # 1 bit from each
     grown = pd.concat([m, pd.DataFrame([bridge])], ignore_index=True)
-    after = pd.Series(assign_splits(grown, p, seed=3).to_numpy(), index=grown["path"])
-    assert after[a["path"]] == after[b["path"]] == after["real/bridge.jpg"]
-    moved = [path for path in alone.index if after[path] != alone[path]]
-    assert set(moved) <= {a["path"], b["path"]}
+    after = pd.Series(assign_splits(grown, p, seed=3, previous=old).to_numpy(), index=grown["path"])
+    assert after["real/bridge.jpg"] == "excluded"
+    assert all(after[path] == old[sha] for path, sha in zip(m["path"], m["sha256"]))  # nobody moved
+
+
+def test_a_reupload_with_a_smaller_sha256_moves_nothing(tmp_path):
+    """A group's key is its smallest member key: a near-copy whose sha256 is smaller re-keys the group. Through
+    the stage (the previous split files are read first) the group stays where it was, and so does the copy."""
+    m = _manifest(200)
+    clean, out = tmp_path / "clean", tmp_path / "splits"
+    clean.mkdir()
+    m.to_csv(clean / "manifest.csv", index=False)
+    split(clean, out, tmp_path / "r", P, seed=5)
+    first = pd.concat([pd.read_csv(out / f"{s}.csv", dtype=str).assign(split=s) for s in ("train", "val", "test")])
+    where = dict(zip(first["path"], first["split"]))
+    # an image whose group would land elsewhere under the re-upload's key (sha256 00...0)
+    target = next(r for _, r in m.iterrows() if split_of(unit_interval(5, "sha256:" + "0" * 64), P) != where[r["path"]])
+    copy = {"path": "real/reupload.jpg", "label": target["label"], "sha256": "0" * 64, "group": "",
+            "phash": f"{int(target['phash'], 16) ^ 0b1:016x}"}  # a re-encode: 1 bit away
+    pd.concat([m, pd.DataFrame([copy])]).to_csv(clean / "manifest.csv", index=False)
+    split(clean, out, tmp_path / "r", P, seed=5)
+    again = pd.concat([pd.read_csv(out / f"{s}.csv", dtype=str).assign(split=s) for s in ("train", "val", "test")])
+    now = dict(zip(again["path"], again["split"]))
+    assert all(now[path] == where[path] for path in where)  # nothing moved
+    assert now["real/reupload.jpg"] == where[target["path"]]  # the copy joined its original
+
+
+def test_a_mirrored_copy_of_a_test_image_never_trains(tmp_path):
+    """Training flips images: a mirror image is the same image to the model. It joins its original's group."""
+    from PIL import Image
+
+    from deepfake_detector.core.hashing import phash
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(120):
+        img = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize((32, 32), Image.Resampling.BICUBIC)
+        label = ("real", "fake")[i % 2]
+        rows.append({"path": f"{label}/{i:04d}.png", "label": label, "sha256": f"{i:064x}", "group": "",
+                     "phash": phash(img), "phash_mirror": phash(img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)),
+                     "img": img})
+    m = pd.DataFrame(rows)
+    s = pd.Series(assign_splits(m.drop(columns="img"), P, seed=1).to_numpy(), index=m["path"])
+    tests = m[s.to_numpy() == "test"]
+    assert len(tests) > 5
+    copies = []
+    for k, (_, r) in enumerate(tests.iterrows()):
+        mirror = r["img"].transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        copies.append({"path": f"{r['label']}/mirror_{k}.png", "label": r["label"], "sha256": f"{10**6 + k:064x}",
+                       "group": "", "phash": phash(mirror), "phash_mirror": phash(r["img"])})
+    grown = pd.concat([m.drop(columns="img"), pd.DataFrame(copies)], ignore_index=True)
+    for previous in (None, dict(zip(m["sha256"], s))):  # a fresh split, and a grown one
+        after = pd.Series(assign_splits(grown, P, seed=1, previous=previous).to_numpy(), index=grown["path"])
+        assert (after[[c["path"] for c in copies]] == "test").all()
 
 
 def test_split_stage_writes_groups_and_fractions(tmp_path):

@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import write_params
+from conftest import LIMITS, write_params
 from deepfake_detector.model.checkpoint import CheckpointError, load_detector
 from deepfake_detector.core.params import load_params
-from deepfake_detector.model.train import Trainer, train
+from deepfake_detector.model.distributed import Dist
+from deepfake_detector.model.nets import build_nets
+from deepfake_detector.model.train import TrainData, fit, train, validate_epoch, with_balance
 
 
 def _easy_set(seed: int, n: int = 48, size: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
@@ -25,6 +27,7 @@ def _easy_set(seed: int, n: int = 48, size: int = 40) -> tuple[torch.Tensor, tor
     return x, y
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", ["efficientnet_lite0", "se_resnet34"])
 def test_training_learns_a_separable_task_for_every_seed(tmp_path, backbone):
     """Val AUC > 0.9 and eval-mode loss down by a quarter, for 3 seeds. Measured on AVX-512 and with
@@ -35,22 +38,22 @@ def test_training_learns_a_separable_task_for_every_seed(tmp_path, backbone):
     model = {"backbone": backbone} if backbone == "efficientnet_lite0" else {"backbone": backbone, "pretrained": None}
     for seed in (0, 1, 2):
         p = load_params(write_params(tmp_path / "params.yaml", seed=seed, model=model,
-                                     train={"epochs": 6, "lr": 1e-3, "lr_backbone": 1e-3}))
+                                     train={"epochs": 6, "lr": 1e-3, "lr_backbone": 1e-3, "patience": 10}))
         x, y = _easy_set(seed)
-        tr = Trainer(p, x, y, x[:, :, 4:36, 4:36], y.numpy(), tmp_path / "m", tmp_path / "c", tmp_path / "r",
-                     torch.device("cpu"), progress=False)
+        data = TrainData(x, y, torch.arange(len(x)), x[:, :, 4:36, 4:36], y.numpy())
+        nets = build_nets(p, y, Dist())
 
         def loss() -> float:
-            tr.D.eval()
+            nets.D.eval()
             with torch.no_grad():
-                return float(tr.crit(tr.D(to_input(x, 32)), y))
+                return float(nets.crit(nets.D(to_input(x, 32)), y))
 
         before = loss()
-        for epoch in range(6):  # 6 epochs of 6 steps
-            tr._run_epoch(epoch)
+        state, _ = fit(p, data, nets, tmp_path / "m", tmp_path / "c", tmp_path / "r", Dist(), progress=False)
         after = loss()
-        metrics, _, _ = tr._evaluate()
+        metrics, _, _ = validate_epoch(nets.D, data, 32, nets.device)
         print(f"{backbone} seed {seed}: eval loss {before:.3f} -> {after:.3f}, val AUC {metrics['roc_auc']:.3f}")
+        assert state.epoch == 5  # 6 epochs of 6 steps
         assert metrics["roc_auc"] > 0.9, (backbone, seed, metrics)
         assert np.isfinite(after) and after < 0.75 * before, (backbone, seed, before, after)
 
@@ -97,7 +100,7 @@ def test_resume_after_a_kill_ends_where_an_uninterrupted_run_ends(prepared, tmp_
 def test_sync_batchnorm_keeps_frozen_backbone_bn_frozen(tmp_path):
     """SyncBatchNorm replaces BN modules: the frozen list must name the new ones (their running stats stay)."""
     from deepfake_detector.model.models import backbone_batchnorms, keep_frozen_eval
-    from deepfake_detector.model.train import build_trainable_detector
+    from deepfake_detector.model.nets import build_trainable_detector
 
     p = load_params(write_params(tmp_path / "p.yaml", train={"freeze_bn": True, "sync_bn": True}))
     D, frozen, _ = build_trainable_detector(p, torch.device("cpu"), sync_bn=True)
@@ -184,8 +187,8 @@ def test_disk_cache_reads_what_ram_holds_and_reuses_shards_by_content(demo_dir, 
     monkeypatch.setattr(tensorcache, "SHARD_BYTES", 3 * 32 * 32 * 12)  # ~12 images per shard -> 8 shards
     paths = sorted(str(p) for p in demo_dir.rglob("*.jpg"))
     hashes = [hashlib.sha256(open(p, "rb").read()).hexdigest() for p in paths]
-    ram, ok = tensorcache.decode_all(paths, 32, progress=False)
-    disk, ok_disk = tensorcache.decode_all(paths, 32, progress=False, disk_dir=tmp_path / "c", ram_limit_bytes=0,
+    ram, ok = tensorcache.decode_all(paths, 32, LIMITS, progress=False)
+    disk, ok_disk = tensorcache.decode_all(paths, 32, LIMITS, progress=False, disk_dir=tmp_path / "c", ram_limit_bytes=0,
                                            hashes=hashes)
     assert isinstance(disk, tensorcache.DiskCache) and len(disk) == len(paths) and ok.all() and ok_disk.all()
     idx = torch.randperm(len(paths), generator=torch.Generator().manual_seed(0))
@@ -195,14 +198,14 @@ def test_disk_cache_reads_what_ram_holds_and_reuses_shards_by_content(demo_dir, 
     built = {f: f.stat().st_mtime_ns for f in shards}
 
     order = idx.tolist()  # a re-split: the same images in another order reuse every shard
-    again, _ = tensorcache.decode_all([paths[i] for i in order], 32, progress=False, disk_dir=tmp_path / "c",
+    again, _ = tensorcache.decode_all([paths[i] for i in order], 32, LIMITS, progress=False, disk_dir=tmp_path / "c",
                                       ram_limit_bytes=0, hashes=[hashes[i] for i in order])
     assert torch.equal(again[torch.arange(len(order))], ram[idx])
     assert {f: f.stat().st_mtime_ns for f in sorted((tmp_path / "c").glob("*.u8"))} == built
 
     extra = tmp_path / "extra.jpg"  # one new image rebuilds only the shard it falls into
     extra.write_bytes(open(paths[0], "rb").read()[:-2] + b"\xff\xd9")
-    more, _ = tensorcache.decode_all(paths + [str(extra)], 32, progress=False, disk_dir=tmp_path / "c",
+    more, _ = tensorcache.decode_all(paths + [str(extra)], 32, LIMITS, progress=False, disk_dir=tmp_path / "c",
                                      ram_limit_bytes=0, hashes=hashes + [hashlib.sha256(extra.read_bytes()).hexdigest()])
     after = sorted((tmp_path / "c").glob("*.u8"))
     assert len(set(after) - set(built)) == 1 and torch.equal(more[torch.arange(len(paths))], ram)
@@ -216,15 +219,16 @@ def test_source_balanced_sampling_draws_every_source_and_label_alike(tmp_path):
     cells = np.char.add(sources, y.numpy().astype(str))
     shares = {}
     for balance in (False, True):
-        p = load_params(write_params(tmp_path / "params.yaml", train={"balance_sources": balance, "epochs": 4}))
-        tr = Trainer(p, x, y, x[:, :, 4:36, 4:36], y.numpy(), tmp_path / "m", tmp_path / "c", tmp_path / "r",
-                     torch.device("cpu"), progress=False, log_seen=True, sources=sources,
-                     max_batches=6)
-        for epoch in range(4):
-            tr._run_epoch(epoch)
-        seen = np.concatenate([np.array(e) for e in tr.seen])
-        shares[balance] = {c: float(np.mean(cells[seen] == c)) for c in np.unique(cells)}
+        p = load_params(write_params(tmp_path / "params.yaml", train={"balance_sources": balance, "epochs": 4,
+                                                                       "patience": 10}))
+        data = with_balance(TrainData(x, y, torch.arange(len(x)), x[:, :, 4:36, 4:36], y.numpy(), sources=sources),
+                            balance)
+        nets = build_nets(p, y, Dist(), max_batches=6, balanced=balance)
+        seen: list[list[int]] = []
+        fit(p, data, nets, tmp_path / "m", tmp_path / "c", tmp_path / "r", Dist(), progress=False, seen=seen)
+        seen_rows = np.concatenate([np.array(e) for e in seen])
+        shares[balance] = {c: float(np.mean(cells[seen_rows] == c)) for c in np.unique(cells)}
         if balance:
-            assert tr.class_weights == (1.0, 1.0)
+            assert nets.class_weights == (1.0, 1.0)
     assert all(abs(v - 1 / 12) < 0.02 for c, v in shares[False].items() if c.startswith("small")), shares
     assert all(0.15 < v < 0.35 for v in shares[True].values()), shares

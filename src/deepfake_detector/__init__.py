@@ -5,7 +5,8 @@ EfficientNet-Lite0 by default, SE-ResNet34 in profiles/paper.yaml), run as an ML
     Detector.load("artifacts/model").predict(["face.jpg"])
 """
 
-__version__ = "0.1.0"
+from .core.version import __version__
+
 __all__ = ["Detector", "Prediction"]
 
 

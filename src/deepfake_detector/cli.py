@@ -14,30 +14,14 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from .cli_common import PARAMS, _fail, _params, _show, console
+from .cli_serving import registry_app, serve_app
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Deepfake face-image detector pipeline.")
 data_app = typer.Typer(no_args_is_help=True, help="Create or import raw data under data/.")
 app.add_typer(data_app, name="data")
-console = Console(stderr=True, soft_wrap=True)  # never wrap error messages
-PARAMS = typer.Option(Path("params.yaml"), "--params", help="params file (typed schema)")
-
-
-def _params(path: Path):
-    from .core.params import ParamsError, load_params
-
-    try:
-        return load_params(path)
-    except ParamsError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
-
-
-def _fail(exc: Exception) -> None:
-    console.print(f"[red]error:[/red] {exc}")
-    raise typer.Exit(2)
-
-
-def _show(obj: dict) -> None:
-    print(json.dumps(obj, indent=2, default=str))
+app.add_typer(serve_app, name="serve")  # dfd serve, dfd serve keys add (cli_serving.py)
+app.add_typer(registry_app, name="registry")  # dfd registry register|show|resolve
 
 
 @data_app.command("demo")
@@ -68,15 +52,31 @@ def data_import(src: Path, dest: Path = typer.Argument(Path("data")),
 def validate(data: Path, clean: Path, reports: Path, params: Path = PARAMS,
              cache: Path = typer.Option(None, help="per-file results cache (jsonl, keyed by sha256)"),
              workers: int = typer.Option(0, min=0, help="processes for the per-file pass (0 = every core)"),
+             reference: Path = typer.Option(None, help="images already in the dataset (a manifest.csv or a data "
+                                                       "folder): files repeating or contradicting them are rejected"),
+             label_judge: str = typer.Option(None, help="a trained model (folder or registry ref, detector@prod) "
+                                                        "as the label judge, instead of the out-of-fold one"),
              progress: bool = True) -> None:
     """Validate every image with Great Expectations; write the cleaned dataset."""
     from .core.images import DataLayoutError
-    from .data.validate import validate as run
+    from .data.validate import load_reference, validate as run
     from .model.embeddings import embed_files
 
     p = _params(params)
+    judge, name = None, ""
+    if label_judge:
+        from .serving.detector import Detector
+        from .serving.registry import RegistryError
+
+        try:
+            det = Detector.load(label_judge, params=params)
+        except (FileNotFoundError, RegistryError, RuntimeError) as exc:
+            _fail(exc)
+        judge, name = det.fake_probabilities, f"{label_judge} ({det.version})"
     try:
-        _show(run(data, clean, reports, p.validate_, p.seed, cache, progress, workers, embed=embed_files))
+        ref = load_reference(reference, p.validate_, p.decode_limits(), cache) if reference else None
+        _show(run(data, clean, reports, p.validate_, p.decode_limits(), p.seed, cache, progress, workers,
+                  embed=embed_files, reference=ref, judge=judge, judge_name=name))
     except DataLayoutError as exc:
         _fail(exc)
 
@@ -105,7 +105,7 @@ def train(splits: Path, model: Path, reports: Path, params: Path = PARAMS,
           progress: bool = True) -> None:
     """Train the hybrid GAN (model.backbone); the discriminator is the detector.
 
-    Several GPUs or machines: launch with torchrun (README "Several GPUs"); one process per GPU.
+    Several GPUs or machines: launch with torchrun (docs/scale-out.md "Several GPUs"); one process per GPU.
     """
     from .model.train import train as run
 
@@ -140,13 +140,13 @@ def evaluate(paths: list[Path] = typer.Argument(..., help="MODEL SPLITS OUT, or 
              data: Path = typer.Option(None, help="any labelled folder with real/ and fake/"),
              baselines: Path = typer.Option(None, help="dir of baseline models to score alongside"),
              robustness: bool = typer.Option(True, help="also score under JPEG/resize/blur/noise (decoded once)"),
-             workers: int = typer.Option(2, min=1, help="decode threads"),
-             device: str = "cpu", progress: bool = True) -> None:
+             params: Path = PARAMS, device: str = "cpu", progress: bool = True) -> None:
     """Score the detector on the test split (or any labelled folder): metrics, robustness, summary."""
     from .model.checkpoint import CheckpointError
     from .evaluation.evaluate import evaluate as run
     from .core.images import DataLayoutError
 
+    p = _params(params)
     if data is not None:
         if model is None or len(paths) != 1:
             _fail(ValueError("with --data give --model and exactly one OUT path"))
@@ -156,8 +156,8 @@ def evaluate(paths: list[Path] = typer.Argument(..., help="MODEL SPLITS OUT, or 
     else:
         _fail(ValueError("usage: dfd evaluate MODEL SPLITS OUT  |  dfd evaluate --model M --data DIR OUT"))
     try:
-        m = run(**kwargs, baselines_dir=baselines, device=device, progress=progress, robustness=robustness,
-                workers=workers)
+        m = run(**kwargs, limits=p.decode_limits(), e=p.evaluate, baselines_dir=baselines, device=device,
+                progress=progress, robustness=robustness)
     except (FileNotFoundError, ValueError, CheckpointError, DataLayoutError) as exc:
         _fail(exc)
     _show({k: v for k, v in m.items() if k != "by_source"})
@@ -174,7 +174,7 @@ def drift(out: Path, reference: Path = typer.Option(..., help="split CSV or fold
 
     p = _params(params)
     try:
-        m = run(reference, current, out, p.drift, model, progress)
+        m = run(reference, current, out, p.drift, p.decode_limits(), model, progress)
     except (FileNotFoundError, ValueError, CheckpointError) as exc:
         _fail(exc)
     _show({k: v for k, v in m.items() if k != "columns"})
@@ -206,7 +206,7 @@ def predict(paths: list[str] = typer.Argument(..., help="files, folders or globs
                    batch_size=batch_size, params=params)
     except (CheckpointError, FileNotFoundError, RegistryError) as exc:
         _fail(exc)
-    cols = (["path", "fake_probability", "label", "uncertain", "model_version", "error"]
+    cols = (["path", "fake_probability", "label", "uncertain", "novelty", "unfamiliar", "model_version", "error"]
             + (["crop_box"] if crop_faces else []) + (["explanation"] if explain else []))
     if format == "json":
         print(json.dumps(rows, indent=2))
@@ -239,71 +239,6 @@ def export(model: Path = typer.Argument(Path("artifacts/model")),
 
 
 @app.command()
-def serve(model: str = typer.Option("artifacts/model", help="model folder or registry ref (detector@prod)"),
-          host: str = "127.0.0.1", port: int = 8000,
-          max_mb: float = typer.Option(None, help="request body limit [serve.max_upload_mb]"),
-          request_log: str = typer.Option(None, help="JSONL of served predictions, '' = off [serve.request_log]"),
-          params: Path = PARAMS) -> None:
-    """HTTP API: POST /predict (multipart `files`), GET /health, GET /model."""
-    import uvicorn
-
-    from .serving.detector import Detector
-    from .serving.registry import RegistryError
-    from .serving.serve import create_app
-
-    p = _params(params)
-    s = p.serve
-    try:
-        det = Detector.load(model, band=s.uncertainty_band, batch_size=s.batch_size)
-    except (FileNotFoundError, RegistryError) as exc:
-        _fail(exc)
-    app_ = create_app(det, int((s.max_upload_mb if max_mb is None else max_mb) * 2**20), s.max_files,
-                      p.validate_.max_pixels, s.decode_workers,
-                      s.request_log if request_log is None else request_log, s.log_images)
-    uvicorn.run(app_, host=host, port=port, log_level="warning")
-
-
-registry = typer.Typer(help="Model registry (GTO git tags): register, show, resolve.", no_args_is_help=True)
-app.add_typer(registry, name="registry")
-
-
-@registry.command("register")
-def registry_register(version: str = typer.Option(None, help="vX.Y.Z; default: the next minor version"),
-                      stage: str = typer.Option("prod", help="stage to assign ('' = none)"),
-                      rev: str = typer.Option("HEAD", help="the commit whose dvc.lock names the model"),
-                      name: str = "detector", push: bool = typer.Option(False, help="push the tags to origin")) -> None:
-    """Register a commit's model as a new version and assign it a stage (gto register + gto assign)."""
-    from .serving.registry import RegistryError, register
-
-    try:
-        _show(register(".", name, rev, version, stage or None, push=push))
-    except RegistryError as exc:
-        _fail(exc)
-
-
-@registry.command("show")
-def registry_show(name: str = typer.Argument(None)) -> None:
-    """Versions and stages (runs `gto show`)."""
-    import subprocess
-    import sys
-
-    gto = Path(sys.executable).with_name("gto")
-    raise typer.Exit(subprocess.run([str(gto) if gto.exists() else "gto", "show", *([name] if name else [])]).returncode)
-
-
-@registry.command("resolve")
-def registry_resolve(ref: str) -> None:
-    """The model folder and version a ref (detector@prod) names, fetched with dvc get when needed."""
-    from .serving.registry import RegistryError, resolve
-
-    try:
-        path, version = resolve(ref, ".")
-    except RegistryError as exc:
-        _fail(exc)
-    _show({"ref": ref, "version": version, "path": str(path)})
-
-
-@app.command()
 def gate(challenger: Path = typer.Option(..., help="new model dir"),
          champion: Path = typer.Option(None, help="accepted model dir (omit for a first model)"),
          splits: Path = typer.Option(..., help="splits dir: both models are scored on its test.csv"),
@@ -313,7 +248,7 @@ def gate(challenger: Path = typer.Option(..., help="new model dir"),
 
     p = _params(params)
     try:
-        record = compare(challenger, champion, splits, p.flows.gate)
+        record = compare(challenger, champion, splits, p.flows.gate, p.decode_limits(), p.evaluate.bootstrap)
     except (FileNotFoundError, ValueError) as exc:
         _fail(exc)
     if out is not None:

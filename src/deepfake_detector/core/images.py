@@ -6,12 +6,21 @@ conversion are identical in validation, training, evaluation, drift and predicti
 
 from __future__ import annotations
 
+import io
 import os
+import re
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps
+
+from .params import DecodeLimits
+
+__all__ = ["DecodeLimits", "ImageRefused", "decode_image", "image_files", "iter_labelled_files", "open_image",
+           "sniff", "walk_files"]
 
 LABELS: tuple[str, ...] = ("real", "fake")  # index = class id; fake (1) is the positive class
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -20,16 +29,102 @@ CONVERTIBLE_MODES = {"RGB", "RGBA", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "R
 GRAYSCALE_MODES = {"L", "LA", "1"}
 
 
+# Magic numbers, to name a file's type without handing it to any decoder (EPS would run Ghostscript)
+SIGNATURES = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"GIF87a": "GIF", b"GIF89a": "GIF",
+              b"BM": "BMP", b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"%!PS": "EPS", b"\xc5\xd0\xd3\xc6": "EPS",
+              b"%PDF": "PDF"}
+
+
+def sniff(head: bytes) -> str | None:
+    """The file type its first bytes announce (Pillow's format names), or None."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    return next((kind for sig, kind in SIGNATURES.items() if head.startswith(sig)), None)
+
+
+class ImageRefused(ValueError):
+    """An image refused before or while decoding; the message names the problem, never an object, a path or a
+    trace. `kind`: format (a known image type outside the allowlist), unknown (no image an allowed decoder
+    recognises), pixels (over the cap), corrupt (an allowed type that does not decode)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def clean_message(exc: Exception) -> str:
+    """An exception's text without object reprs ('<_io.BytesIO object at 0x..>') or file paths."""
+    text = re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the image", str(exc))
+    return re.sub(r"(?:[A-Za-z]:)?/[^\s'\"]+", "the file", text)[:200]
+
+
+def open_image(fp: str | Path | IO[bytes], limits: DecodeLimits) -> Image.Image:
+    """Open (header only) an image allowed by limits; raises ImageRefused. The caller closes it."""
+    if isinstance(fp, (str, Path)):
+        with open(fp, "rb") as fh:
+            head = fh.read(16)
+    else:
+        head = fp.read(16)
+        fp.seek(0)
+    kind = sniff(head)
+    if kind is not None and kind not in limits.formats:
+        raise ImageRefused("format", f"{kind} images are not accepted (allowed: {', '.join(limits.formats)})")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(fp, formats=limits.formats)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageRefused("pixels", f"decompression bomb refused: {clean_message(exc)}") from None
+    except Exception as exc:  # noqa: BLE001 - UnidentifiedImageError, truncated headers, ...
+        raise ImageRefused("corrupt" if kind else "unknown",
+                           f"corrupt {kind} image" if kind else
+                           f"not an image (or not one of the allowed formats: {', '.join(limits.formats)})") from None
+    if img.width * img.height > limits.max_pixels:
+        img.close()
+        raise ImageRefused("pixels", f"decompression bomb refused: {img.width}x{img.height} pixels exceeds the "
+                                     f"{limits.max_pixels}-pixel cap (validate.max_pixels)")
+    return img
+
+
+def decode_image(src: str | Path | bytes, limits: DecodeLimits, size: int | None = None) -> Image.Image:
+    """The one decoder: header checks (format allowlist, pixel cap) before any pixel is decoded, then the first
+    frame only, EXIF orientation and 8-bit RGB; resized to size x size (antialiased) when given."""
+    fp = io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else src
+    with open_image(fp, limits) as img:
+        try:
+            img.seek(0)  # the first frame of an animated file
+            img.load()
+            rgb = to_rgb(img)
+        except Exception as exc:  # noqa: BLE001 - truncated or corrupt data
+            raise ImageRefused("corrupt", f"corrupt {img.format} image: {type(exc).__name__}: {clean_message(exc)}") from None
+    if size is not None and rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
+    return rgb
+
+
 class DataLayoutError(ValueError):
     """The data folder does not follow `data/<real|fake>/...`."""
 
 
-def iter_labelled_files(root: str | Path) -> Iterator[tuple[Path, str]]:
-    """Yield (path, label) for every file under root/<label>/, sorted, symlinks included.
+def walk_files(root: str | Path) -> Iterator[Path]:
+    """The one lister: every file under root (symlinks included), sorted, hidden files and folders skipped."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith("."):
+                yield Path(dirpath) / name
 
-    Hidden files (e.g. .DS_Store, .gitignore) and files directly in root are skipped; anything
-    else is yielded so that validation can judge it. A top-level folder other than real/fake is
-    an error.
+
+def image_files(root: str | Path) -> list[Path]:
+    """walk_files less what is plainly no image by its suffix (a README, a CSV); files without one stay."""
+    return [p for p in walk_files(root) if p.suffix.lower() in IMAGE_SUFFIXES or p.suffix == ""]
+
+
+def iter_labelled_files(root: str | Path) -> Iterator[tuple[Path, str]]:
+    """Yield (path, label) for every file under root/<label>/ (walk_files), symlinks included.
+
+    Files directly in root are skipped; anything else is yielded so that validation can judge it. A top-level
+    folder other than real/fake is an error.
     """
     root = Path(root)
     if not root.is_dir():
@@ -42,14 +137,8 @@ def iter_labelled_files(root: str | Path) -> Iterator[tuple[Path, str]]:
                 f"{top}: unknown label folder '{top.name}'; expected {' or '.join(LABELS)}"
             )
     for label in LABELS:
-        base = root / label
-        if not base.is_dir():
-            continue
-        for dirpath, dirnames, filenames in os.walk(base):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
-                if not name.startswith("."):
-                    yield Path(dirpath) / name, label
+        for path in walk_files(root / label):
+            yield path, label
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -60,16 +149,6 @@ def to_rgb(img: Image.Image) -> Image.Image:
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, img)
     return img.convert("RGB")
-
-
-def load_rgb(path: str | Path, size: int | None = None) -> Image.Image:
-    """Decode a file to RGB, optionally resized to size x size (antialiased)."""
-    with Image.open(path) as img:
-        img.load()
-        rgb = to_rgb(img)
-    if size is not None and rgb.size != (size, size):
-        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
-    return rgb
 
 
 def source_of(path: str | Path) -> str:
@@ -98,7 +177,7 @@ def read_metadata(root: str | Path) -> "pd.DataFrame":
 
 
 def to_tensor(img: Image.Image, size: int):
-    """RGB image -> uint8 torch tensor (3, size, size), resized like load_rgb."""
+    """RGB image -> uint8 torch tensor (3, size, size), resized like decode_image."""
     import torch
 
     if img.size != (size, size):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from sklearn import metrics as skm
 
@@ -102,7 +100,7 @@ def binary_metrics(y: np.ndarray, prob: np.ndarray, threshold: float) -> dict[st
     return {k: (int(v) if k in ("n", "tp", "fp", "tn", "fn") else round(float(v), 6)) for k, v in out.items()}
 
 
-CI_METRICS = ("roc_auc", "accuracy", "f1")
+CI_METRICS = ("roc_auc", "accuracy", "f1", "fpr_real")
 
 
 def bootstrap_indices(n: int, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
@@ -110,21 +108,62 @@ def bootstrap_indices(n: int, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
 
 
+def resampled(name: str, y: np.ndarray, prob: np.ndarray, threshold: float, idx: np.ndarray) -> np.ndarray:
+    """`metric_value(name, ...)` on every resample of idx at once (n_boot,); NaN where a ranking metric is
+    undefined (one class drawn). Vectorised: ROC-AUC as the Mann-Whitney statistic on average ranks (ties
+    counted half, as scikit-learn), the other metrics from per-resample confusion counts."""
+    from scipy.stats import rankdata
+
+    y, prob = np.asarray(y, int), np.asarray(prob, float)
+    yy = y[idx]  # (n_boot, n)
+    pos = yy.sum(1)
+    neg = yy.shape[1] - pos
+    if name == "roc_auc":
+        ranks = rankdata(prob[idx], axis=1)
+        u = (ranks * yy).sum(1) - pos * (pos + 1) / 2
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where((pos > 0) & (neg > 0), u / (pos * neg), np.nan)
+    if name == "average_precision":  # no closed form worth vectorising: per resample
+        return np.array([metric_value(name, y[r], prob[r], threshold) for r in idx])
+    pred = (prob >= threshold).astype(int)[idx]
+    if name == "accuracy":
+        return (pred == yy).mean(1)
+    if name == "fpr_real":  # the share of the drawn reals called fake (NaN when none was drawn)
+        fp = (pred & (1 - yy)).sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(neg > 0, fp / neg, np.nan)
+    tp = (pred & yy).sum(1)
+    denom = 2 * tp + (pred & (1 - yy)).sum(1) + ((1 - pred) & yy).sum(1)  # 2tp + fp + fn
+    return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)  # f1, 0 when undefined (zero_division=0)
+
+
 def bootstrap_ci(y: np.ndarray, prob: np.ndarray, threshold: float, idx: np.ndarray,
                  level: float = 0.95) -> dict[str, list[float]]:
     """Percentile bootstrap intervals of ROC-AUC, accuracy and F1 over the resamples in idx."""
-    y, prob = np.asarray(y, int), np.asarray(prob, float)
-    pred = (prob >= threshold).astype(int)
-    values: dict[str, list[float]] = {k: [] for k in CI_METRICS}
-    for rows in idx:
-        yy, pp, dd = y[rows], prob[rows], pred[rows]
-        if len(np.unique(yy)) == 2:
-            values["roc_auc"].append(skm.roc_auc_score(yy, pp))
-        values["accuracy"].append(float((yy == dd).mean()))
-        values["f1"].append(skm.f1_score(yy, dd, zero_division=0))
     alpha = (1 - level) / 2
-    return {k: [round(float(np.quantile(v, alpha)), 6), round(float(np.quantile(v, 1 - alpha)), 6)] if v
-            else [float("nan"), float("nan")] for k, v in values.items()}
+    out = {}
+    for k in CI_METRICS:
+        v = resampled(k, y, prob, threshold, idx)
+        v = v[np.isfinite(v)]
+        out[k] = ([round(float(np.quantile(v, alpha)), 6), round(float(np.quantile(v, 1 - alpha)), 6)] if len(v)
+                  else [float("nan"), float("nan")])
+    return out
+
+
+def ci_record(ci: dict[str, list[float]]) -> dict[str, dict[str, float | None]]:
+    """Intervals as they are written to metrics files: {metric: {"low", "high"}}, numbers that `dvc metrics
+    diff` shows (it skips lists); NaN (an undefined metric) becomes null."""
+    clean = lambda v: None if v is None or v != v else v  # noqa: E731 - JSON has no NaN
+    return {k: {"low": clean(lo), "high": clean(hi)} for k, (lo, hi) in ci.items()}
+
+
+def ci_bounds(m: dict, key: str) -> tuple[float | None, float | None]:
+    """(low, high) of metric `key` from a metrics record's `ci95`, or (None, None). Reads both the written form
+    ({"low", "high"}) and the [low, high] pairs of earlier releases (older commits in a metrics diff)."""
+    v = (m.get("ci95") or {}).get(key)
+    if isinstance(v, dict):
+        return v.get("low"), v.get("high")
+    return (v[0], v[1]) if v else (None, None)
 
 
 def metric_value(name: str, y: np.ndarray, prob: np.ndarray, threshold: float) -> float:
@@ -140,11 +179,10 @@ def metric_value(name: str, y: np.ndarray, prob: np.ndarray, threshold: float) -
 def paired_difference(name: str, y: np.ndarray, a: np.ndarray, thr_a: float, b: np.ndarray, thr_b: float,
                       idx: np.ndarray, level: float = 0.95) -> dict[str, float]:
     """metric(a) - metric(b) on the same images, with its paired percentile bootstrap interval over idx."""
-    y = np.asarray(y, int)
-    diffs = [d for r in idx if math.isfinite(d := metric_value(name, y[r], a[r], thr_a)
-                                             - metric_value(name, y[r], b[r], thr_b))]
+    d = resampled(name, y, a, thr_a, idx) - resampled(name, y, b, thr_b, idx)
+    diffs = d[np.isfinite(d)]
     point = metric_value(name, y, a, thr_a) - metric_value(name, y, b, thr_b)
     alpha = (1 - level) / 2
-    lo, hi = np.quantile(diffs, [alpha, 1 - alpha]) if diffs else (float("nan"), float("nan"))
+    lo, hi = np.quantile(diffs, [alpha, 1 - alpha]) if len(diffs) else (float("nan"), float("nan"))
     return {"difference": round(point, 6), "ci_low": round(float(lo), 6), "ci_high": round(float(hi), 6),
             "n_boot": len(diffs)}

@@ -6,11 +6,22 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What any image may be before a pixel of it is decoded (core.images.decode_image): one of `formats`
+    (serve.formats; Pillow is never asked to try its other plugins) with at most `max_pixels`
+    (validate.max_pixels) in its header. `Params.decode_limits()` builds it."""
+
+    max_pixels: int
+    formats: tuple[str, ...]
 
 
 class _Strict(BaseModel):
@@ -25,12 +36,13 @@ class LabelIssueParams(_Strict):
     features: Literal["embeddings", "cheap"]  # frozen pretrained embeddings | colour/spectrum stats
     c: float = Field(gt=0)  # inverse L2 strength of the out-of-fold logistic regression on embeddings
     folds: int = Field(ge=2)
-    min_self_confidence: float = Field(ge=0, le=1)
+    max_label_probability: float = Field(ge=0, le=1)  # a judge giving a file's label less than this flags it
 
 
 class ValidateParams(_Strict):
     min_size: int = Field(ge=1)
     max_pixels: int = Field(ge=1)
+    max_file_mb: float = Field(gt=0)  # larger files are never read whole or decoded: unreadable
     allow_grayscale: bool
     near_duplicate_distance: int = Field(ge=-1, le=32)  # -1: exact bytes only
     label_issue: LabelIssueParams
@@ -73,8 +85,29 @@ class AugmentParams(_Strict):
     noise_prob: float = Field(ge=0, le=1)
 
 
+class SelfBlendParams(_Strict):
+    """Self-blended images (Shiohara & Yamasaki, CVPR 2022): a real face blended with a jittered copy of
+    itself through a soft, deformed face mask (model/selfblend.py)."""
+
+    colour: float = Field(ge=0, le=1)  # per-channel gain/offset jitter of the source copy
+    blur_prob: float = Field(ge=0, le=1)  # the source copy blurred (else sharpened) with this probability
+    scale: float = Field(ge=0, lt=0.5)  # source copy resized by 1 +- scale
+    shift: float = Field(ge=0, lt=0.5)  # and shifted by +- shift of the image side
+    mask_axes: tuple[float, float]  # ellipse semi-axes (x, y) as fractions of the image side
+    mask_jitter: float = Field(ge=0, lt=1)  # relative jitter of the ellipse's centre, axes and the erosion/dilation
+    mask_deform: float = Field(ge=0, lt=0.5)  # elastic deformation of the mask, fraction of the side
+    mask_blur: tuple[float, float]  # mask edge blur sigma range, fraction of the side
+    ratio: tuple[float, float]  # blend ratio range: how much of the source enters inside the mask
+
+
+RUNTIME_TRAIN_KEYS = frozenset({"threads", "device", "cache_ram_gb", "ddp_backend"})
+"""train.* settings that place or speed a run but never change what it learns: no DVC dependency (dvc.yaml
+names every other train key), and free to change on --resume."""
+
+
 class TrainParams(_Strict):
     device: Literal["auto", "cpu", "cuda"]
+    precision: Literal["fp32", "bf16", "auto"]  # autocast dtype; auto: bf16 on CUDA, fp32 on CPU (docs/model.md)
     image_size: int = Field(ge=16)
     epochs: int = Field(ge=1)
     batch_size: int = Field(ge=2)
@@ -85,7 +118,10 @@ class TrainParams(_Strict):
     freeze_bn: bool  # pretrained backbone's BN keeps its ImageNet running stats (train == eval behaviour)
     lr_generator: float = Field(gt=0)
     weight_decay: float = Field(ge=0)
-    gan_weight: float = Field(ge=0)
+    extra_fakes: Literal["dcgan", "self_blend", "none"]  # the hybrid's source of extra fakes for D
+    extra_fakes_share: float = Field(gt=0, le=2)  # extra fakes per step, as a share of batch_size
+    gan_weight: float = Field(ge=0)  # weight of the extra-fakes term in D's loss
+    self_blend: SelfBlendParams
     class_weights: Literal["auto"] | tuple[float, float]
     balance_sources: bool  # draw each epoch's rows so every (source, label) cell weighs the same
     patience: int = Field(ge=1)
@@ -97,6 +133,20 @@ class TrainParams(_Strict):
     augment: AugmentParams
 
 
+class NoveltyParams(_Strict):
+    """The "unfamiliar input" score fitted by `train` (model/novelty.py)."""
+
+    method: Literal["knn", "mahalanobis"]
+    k: int = Field(ge=1)  # knn: neighbours averaged
+    dims: int = Field(ge=2)  # principal components of the standardised multi-layer embedding
+    quantile: float = Field(gt=0.5, lt=1)  # threshold: this quantile of the val images' novelty
+
+
+class EvaluateParams(_Strict):
+    bootstrap: int = Field(ge=100)  # resamples of every 95 % interval (evaluate, per source, the gate)
+    workers: int = Field(ge=1)  # decode threads
+
+
 class DriftParams(_Strict):
     drift_share: float = Field(gt=0, le=1)
     embedding_dims: int = Field(ge=1, le=512)
@@ -106,16 +156,33 @@ class DriftParams(_Strict):
 class BaselineParams(_Strict):
     cnn_ablations: bool  # fine-tune `plain` and the GAN toggle too (two more trainings)
     gan_on_weight: float = Field(gt=0)  # the GAN ablation's weight when the main model trains without it
+    probe_c: float = Field(gt=0)  # inverse L2 strength of probe_lr's logistic regression
+    spectrum_c: float = Field(gt=0)  # and of spectrum_lr's
+    max_iter: int = Field(ge=100)  # solver iterations for both
+
+
+ImageFormat = Literal["JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF"]  # Pillow's names; never EPS/PDF (Ghostscript)
 
 
 class ServeParams(_Strict):
     uncertainty_band: float = Field(ge=0, le=0.5)  # "uncertain" when |p - threshold| < band
-    batch_size: int = Field(ge=1)
+    batch_size: int = Field(ge=1)  # images per forward pass (the dynamic batch's upper bound)
+    batching: bool  # the service batches images of concurrent requests; false: one forward per request
+    max_wait_ms: float = Field(ge=0)  # how long a dynamic batch waits for more images
+    backend: Literal["torch", "onnx"]  # the service's runtime (onnx: the exported detector.onnx)
+    api_keys_file: str  # "" = no keys; else NAME sha256:HEX lines (`dfd serve keys add NAME`)
+    allowed_origins: tuple[str, ...]  # browser Origins allowed to call the API; others get 403
     max_upload_mb: float = Field(gt=0)  # whole request body, refused before parsing
     max_files: int = Field(ge=1)
-    decode_workers: int = Field(ge=1)
+    max_request_pixels: int = Field(ge=1)  # header pixels of all files of one request, before any decode
+    decode_workers: int = Field(ge=1)  # decode processes
+    decode_timeout_s: float = Field(gt=0)  # a decode past this is abandoned (503 for that file)
     request_log: str  # JSONL of served predictions; "" = off
+    request_log_max_mb: float = Field(gt=0)  # rotated past this size ...
+    request_log_keep: int = Field(ge=1)  # ... keeping this many old files
     log_images: bool
+    formats: tuple[ImageFormat, ...] = Field(min_length=1)  # the one allowlist: service, validation, API, monitor
+    face_crop_margin: float = Field(ge=0, le=2)  # `dfd predict --crop-faces`: the face box widened by this x its side
 
 
 class GateParams(_Strict):
@@ -127,6 +194,7 @@ class GateParams(_Strict):
 class FlowParams(_Strict):
     landing: str  # new labelled images arrive here: landing/real, landing/fake
     landing_settle_s: float = Field(ge=0)  # files modified more recently are still arriving: left for the next run
+    lock_max_age_h: float = Field(gt=0)  # a retrain lock older than this is taken over (its run is presumed dead)
     quarantine: str  # rejected landed files are moved here, with the reasons
     archive: str  # merged landed files are moved here
     remote: str  # DVC remote when none is configured (a directory or s3://...)
@@ -141,16 +209,25 @@ class Params(_Strict):
     split: SplitParams
     model: ModelParams
     train: TrainParams
+    novelty: NoveltyParams
+    evaluate: EvaluateParams
     drift: DriftParams
     baselines: BaselineParams
     serve: ServeParams
     flows: FlowParams
+
+    def decode_limits(self) -> DecodeLimits:
+        """What every decode in every stage allows (core.images.decode_image): serve.formats, validate.max_pixels."""
+        return DecodeLimits(self.validate_.max_pixels, tuple(self.serve.formats))
 
     @model_validator(mode="after")
     def _sizes_fit_the_networks(self) -> "Params":
         if self.model.backbone == "efficientnet_lite0" and self.train.image_size % 32:
             raise ValueError(f"train.image_size must be a multiple of 32 for efficientnet_lite0, "
                              f"got {self.train.image_size}")
+        if self.train.extra_fakes != "none" and self.train.gan_weight == 0:
+            raise ValueError("train.gan_weight is 0 with train.extra_fakes "
+                             f"{self.train.extra_fakes!r}: set extra_fakes: none to turn the term off")
         if self.model.pretrained is None and self.train.freeze_blocks:
             raise ValueError("train.freeze_blocks needs model.pretrained (frozen random weights learn nothing)")
         return self

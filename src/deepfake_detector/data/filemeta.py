@@ -1,9 +1,11 @@
 """Per-file validation work, one pass over each file's bytes: sha256, decode, pHash, statistics.
 
-    records = read_files(paths, max_pixels, cached_keys, version, workers=0)  # 0 = every core
+    records = read_files(paths, limits, max_bytes, cached_keys, version, workers=0)  # 0 = every core
 
 Runs in worker processes (`dfd validate --workers N`), so this module imports no torch: a worker
 starts in about a second. A file whose `sha256:version` key is cached is read and hashed, not decoded.
+Memory stays bounded: a file over `max_bytes` (validate.max_file_mb) is hashed in chunks and never read
+whole or decoded; every other file is opened through core.images.open_image (format allowlist, pixel cap).
 """
 
 from __future__ import annotations
@@ -11,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
-import re
-import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -23,49 +23,47 @@ from PIL import Image
 
 from .features import FEATURE_SIZE, cheap_features
 from ..core.hashing import phash
-from ..core.images import to_rgb
+from ..core.images import DecodeLimits, ImageRefused, clean_message, open_image, sniff, to_rgb
 
-CACHED_KEYS = ("decodes", "error", "format", "mode", "bands", "width", "height", "n_frames",
-                "exif_orientation", "phash", "features")
+CACHED_KEYS = ("decodes", "format_allowed", "error", "format", "mode", "bands", "width", "height", "n_frames",
+               "exif_orientation", "phash", "phash_mirror", "features")
+HASH_CHUNK = 2**20
 
 
-def decode_metadata(data: bytes, max_pixels: int) -> tuple[dict[str, Any], np.ndarray | None]:
+def decode_metadata(data: bytes, limits: DecodeLimits) -> tuple[dict[str, Any], np.ndarray | None]:
     """Decode image bytes once; never raises. Returns (metadata with CACHED_KEYS but "features",
     the FEATURE_SIZE x FEATURE_SIZE RGB image the features are computed from, batched, or None).
 
     JPEGs are decoded in draft mode at the smallest DCT scale (1/2, 1/4, 1/8) that is still at least
     FEATURE_SIZE (32) px: libjpeg still entropy-decodes every byte (a truncated or corrupt file fails
-    as in a full decode) but skips most of the inverse DCT. pHash and the statistics are computed
-    from that image resized to 32 x 32 (comparable across resolutions; a 256 px JPEG decodes at 1/8
-    straight to 32 px).
+    as in a full decode) but skips most of the inverse DCT. pHash (and the pHash of the mirror image) and the
+    statistics are computed from that image resized to 32 x 32 (comparable across resolutions; a 256 px JPEG
+    decodes at 1/8 straight to 32 px). A format outside the allowlist is never handed to a decoder:
+    format_allowed False, decodes None (not tried).
     """
     import io
 
     meta: dict[str, Any] = {k: None for k in CACHED_KEYS}
-    meta.update(decodes=False, n_frames=None)
+    meta.update(decodes=False, format_allowed=True, n_frames=None)
     if not data:
         meta["error"] = "empty file"
         return meta, None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                w, h = img.size
-                if w * h > max_pixels:
-                    meta["error"] = f"decompression bomb: {w}x{h} > {max_pixels} pixels"
-                    return meta, None
-                meta.update(format=img.format, mode=img.mode, bands=len(img.getbands()),
-                            width=w, height=h, n_frames=int(getattr(img, "n_frames", 1)),
-                            exif_orientation=int(img.getexif().get(0x0112, 1)))
-                img.draft(None, (FEATURE_SIZE, FEATURE_SIZE))  # JPEG only; other formats ignore it
-                img.load()
-                rgb = to_rgb(img) if img.mode not in ("I;16", "I;16B", "I;16L", "I", "F") else None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        meta["error"] = f"decompression bomb: {exc}"
+        with open_image(io.BytesIO(data), limits) as img:
+            w, h = img.size
+            meta.update(format=img.format, mode=img.mode, bands=len(img.getbands()),
+                        width=w, height=h, n_frames=int(getattr(img, "n_frames", 1)),
+                        exif_orientation=int(img.getexif().get(0x0112, 1)))
+            img.draft(None, (FEATURE_SIZE, FEATURE_SIZE))  # JPEG only; other formats ignore it
+            img.load()
+            rgb = to_rgb(img) if img.mode not in ("I;16", "I;16B", "I;16L", "I", "F") else None
+    except ImageRefused as exc:
+        if exc.kind == "format":
+            meta.update(decodes=None, format_allowed=False, format=sniff(data[:16]))
+        meta["error"] = str(exc)
         return meta, None
     except Exception as exc:  # noqa: BLE001 - any decoder failure means unreadable
-        # no object addresses ("<_io.BytesIO object at 0x7f..>"): the same file gives the same message
-        meta["error"] = re.sub(r"<[^<>]* at 0x[0-9a-f]+>", "<bytes>", f"{type(exc).__name__}: {exc}")
+        meta["error"] = f"{type(exc).__name__}: {clean_message(exc)}"
         return meta, None
     meta["decodes"] = True
     if rgb is None:
@@ -75,30 +73,43 @@ def decode_metadata(data: bytes, max_pixels: int) -> tuple[dict[str, Any], np.nd
     small = rgb if rgb.size == (FEATURE_SIZE, FEATURE_SIZE) else rgb.resize((FEATURE_SIZE, FEATURE_SIZE),
                                                                         Image.Resampling.BILINEAR)
     meta["phash"] = phash(small)
+    meta["phash_mirror"] = phash(small.transpose(Image.Transpose.FLIP_LEFT_RIGHT))  # mirrors group in the split
     return meta, np.asarray(small)
 
 
 _SKIP: frozenset[str] = frozenset()
 _VERSION = ""
-_MAX_PIXELS = 0
+_LIMITS = DecodeLimits(0, ())
+_MAX_BYTES = 0
 
 
-def _init(skip: frozenset[str], version: str, max_pixels: int) -> None:
-    global _SKIP, _VERSION, _MAX_PIXELS
-    _SKIP, _VERSION, _MAX_PIXELS = skip, version, max_pixels
+def _init(skip: frozenset[str], version: str, limits: DecodeLimits, max_bytes: int) -> None:
+    global _SKIP, _VERSION, _LIMITS, _MAX_BYTES
+    _SKIP, _VERSION, _LIMITS, _MAX_BYTES = skip, version, limits, max_bytes
 
 
 def _record(path: str) -> tuple[dict[str, Any], np.ndarray | None]:
+    """{bytes, sha256, key} (+ meta unless cached); a file over the size cap is hashed in chunks, never decoded."""
     try:
-        data = Path(path).read_bytes()
+        size = os.stat(path).st_size
+        if size > _MAX_BYTES:
+            h = hashlib.sha256()
+            with open(path, "rb") as fh:
+                while chunk := fh.read(HASH_CHUNK):
+                    h.update(chunk)
+            return {"bytes": size, "sha256": h.hexdigest(), "key": None, "decodes": False,
+                    "error": f"file of {size / 2**20:.1f} MB is over validate.max_file_mb "
+                             f"({_MAX_BYTES / 2**20:g} MB): not read"}, None
+        with open(path, "rb") as fh:
+            data = fh.read(_MAX_BYTES + 1)
     except OSError as exc:
-        return {"bytes": 0, "sha256": None, "key": None, "decodes": False, "error": str(exc)}, None
+        return {"bytes": 0, "sha256": None, "key": None, "decodes": False, "error": clean_message(exc)}, None
     sha = hashlib.sha256(data).hexdigest()
     key = f"{sha}:{_VERSION}"
     rec: dict[str, Any] = {"bytes": len(data), "sha256": sha, "key": key}
     if key in _SKIP:
         return rec, None
-    rec["meta"], small = decode_metadata(data, _MAX_PIXELS)
+    rec["meta"], small = decode_metadata(data, _LIMITS)
     return rec, small
 
 
@@ -120,12 +131,12 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def read_files(paths: Sequence[str | Path], max_pixels: int, cached_keys: frozenset[str], version: str,
-               workers: int = 0) -> Iterator[dict[str, Any]]:
+def read_files(paths: Sequence[str | Path], limits: DecodeLimits, max_bytes: int, cached_keys: frozenset[str],
+               version: str, workers: int = 0) -> Iterator[dict[str, Any]]:
     """One record per path, in order. workers: processes (0 = every core, 1 = this process)."""
     if workers == 0:  # auto: every core, but a pool is not worth starting for a handful of files
         workers = default_workers() if len(paths) >= 64 else 1
-    args = (frozenset(cached_keys), version, max_pixels)
+    args = (frozenset(cached_keys), version, limits, max_bytes)
     chunks = [list(map(str, paths[i:i + CHUNK])) for i in range(0, len(paths), CHUNK)]
     if workers == 1:
         _init(*args)

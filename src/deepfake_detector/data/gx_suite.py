@@ -35,6 +35,8 @@ def build_suite(min_size: int, supported_modes: list[str], remove_label_issues: 
         gxe.ExpectColumnValuesToBeInSet(column="label", value_set=["real", "fake"], meta={"reason": "table"}),
         gxe.ExpectColumnValuesToBeBetween(column="bytes", min_value=1, meta=meta("unreadable")),
         gxe.ExpectColumnValuesToBeInSet(column="decodes", value_set=[True], meta=meta("unreadable")),
+        gxe.ExpectColumnValuesToBeInSet(column="name_ok", value_set=[True], meta=meta("unsupported")),
+        gxe.ExpectColumnValuesToBeInSet(column="format_allowed", value_set=[True], meta=meta("unsupported")),
         gxe.ExpectColumnValuesToBeInSet(column="is_symlink", value_set=[False], meta=meta("unsupported")),
         gxe.ExpectColumnValuesToBeInSet(column="mode", value_set=supported_modes, meta=meta("unsupported")),
         gxe.ExpectColumnValuesToBeBetween(column="n_frames", min_value=1, max_value=1, meta=meta("unsupported")),

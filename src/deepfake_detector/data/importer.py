@@ -9,7 +9,7 @@ source of each; with --groups CSV (a `path` column relative to SRC and one group
 keeps a group in one split, across labels.
 
 Recognised layouts:
-- plain:   SRC/real/...  SRC/fake/...
+- plain:   SRC/real/...  SRC/fake/...   (or only one of them: a real-only source such as faces-u)
 - Kaggle "140k Real and Fake Faces": SRC/real_vs_fake/real-vs-fake/{train,valid,test}/{real,fake}
 - ciplab "real_and_fake_face": SRC/training_real/, SRC/training_fake/
 """
@@ -41,10 +41,10 @@ def detect_layout(src: Path) -> dict[str, list[tuple[Path, str]]]:
         }
     if (src / "training_real").is_dir() or (src / "training_fake").is_dir():
         return {label: [(src / f"training_{label}", "")] for label in LABELS}
-    if all((src / label).is_dir() for label in LABELS):
-        return {label: [(src / label, "")] for label in LABELS}
+    if any((src / label).is_dir() for label in LABELS):  # a one-label source (faces-u: real/ only) too
+        return {label: [(src / label, "")] if (src / label).is_dir() else [] for label in LABELS}
     raise ImportLayoutError(
-        f"{src}: unrecognised layout; expected real/ + fake/, the Kaggle "
+        f"{src}: unrecognised layout; expected real/ and/or fake/, the Kaggle "
         "real_vs_fake/real-vs-fake/{train,valid,test}/{real,fake} tree, or training_real/ + training_fake/"
     )
 

@@ -3,8 +3,9 @@
     dfd baselines artifacts/splits artifacts/baselines reports/baselines
 
 - plain:       the same backbone fine-tuned plainly (no SE attention, no extra convs, no GAN)
-- gan_off:     the hybrid with the GAN term off (ablation); `gan_on` (baselines.gan_on_weight) instead
-               when the main model trains without it. Both fine-tunes only with baselines.cnn_ablations
+- gan_off:     the hybrid with its extra-fakes term off (ablation; train.extra_fakes: none); `gan_on` (the
+               DCGAN term at baselines.gan_on_weight) instead when the main model trains without extra fakes.
+               Both fine-tunes only with baselines.cnn_ablations
 - probe_lr:    frozen ImageNet EfficientNet-Lite0 features + logistic regression (cheap and strong:
                every fine-tuned model must clear it)
 - spectrum_lr: FFT radial spectrum + logistic regression (a classic GAN-trace detector)
@@ -15,15 +16,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..core.images import DecodeLimits
 from ..core.metrics import binary_metrics, choose_threshold
 from ..core.params import Params, merge
-from ..model.scoring import SPECTRUM_LR_BINS, SpectrumScorer, spectrum_features
+from ..model.scoring import ProbeScorer, SpectrumScorer, spectrum_features
 from ..core.splits_io import read_split, write_seen
 from ..model.tensorcache import decode_all
 
 CNN_BASELINES = {
-    "plain": {"model": {"se_reduction": 0, "extra_convs": 0}, "train": {"gan_weight": 0.0}},
-    "gan_off": {"train": {"gan_weight": 0.0}},
+    "plain": {"model": {"se_reduction": 0, "extra_convs": 0}, "train": {"extra_fakes": "none"}},
+    "gan_off": {"train": {"extra_fakes": "none"}},
 }
 
 
@@ -32,9 +34,10 @@ def cnn_baselines(p: Params) -> dict[str, dict]:
     flips whatever the main model does."""
     if not p.baselines.cnn_ablations:
         return {}
-    if p.train.gan_weight > 0:
+    if p.train.extra_fakes != "none":
         return CNN_BASELINES
-    return {"plain": CNN_BASELINES["plain"], "gan_on": {"train": {"gan_weight": p.baselines.gan_on_weight}}}
+    return {"plain": CNN_BASELINES["plain"],
+            "gan_on": {"train": {"extra_fakes": "dcgan", "gan_weight": p.baselines.gan_on_weight}}}
 
 
 def _override(p: Params, patch: dict) -> Params:
@@ -42,31 +45,22 @@ def _override(p: Params, patch: dict) -> Params:
     return Params.model_validate(merge(p.model_dump(by_alias=True), patch))
 
 
-def train_lr(splits_dir: Path, out_dir: Path, size: int, seed: int, kind: str) -> dict[str, float]:
-    """A feature + logistic-regression baseline (kind: spectrum_lr | probe_lr) fitted on train, thresholded
-    on val, stored as JSON in out_dir; returns its val metrics. The two differ only in features and C."""
+def train_lr(splits_dir: Path, out_dir: Path, size: int, seed: int, kind: str, limits: DecodeLimits,
+             c: float, max_iter: int) -> dict[str, float]:
+    """A feature + logistic-regression baseline (kind: spectrum_lr | probe_lr) fitted on train (inverse L2
+    strength c, baselines.*), thresholded on val, stored as JSON in out_dir; returns its val metrics."""
     from ..model.probe import fit_probe, frozen_features
-    from ..model.scoring import ProbeScorer
 
-    features, c, max_iter = ((spectrum_features, 1.0, 5000) if kind == "spectrum_lr"
-                             else (lambda x: frozen_features(x, size), 0.5, 3000))
+    features = spectrum_features if kind == "spectrum_lr" else (lambda x: frozen_features(x, size))
     tr, va = read_split(splits_dir, "train"), read_split(splits_dir, "val")
-    xtr, oktr = decode_all(tr["path"].tolist(), size, progress=False)
-    xva, okva = decode_all(va["path"].tolist(), size, progress=False)
+    xtr, oktr = decode_all(tr["path"].tolist(), size, limits, progress=False)
+    xva, okva = decode_all(va["path"].tolist(), size, limits, progress=False)
     ftr, ytr = features(xtr[oktr]), tr["y"].to_numpy()[oktr]
     scaler, lr = fit_probe(ftr, ytr, seed, c, max_iter)
     yva = va["y"].to_numpy()[okva]
     pva = lr.predict_proba(scaler.transform(features(xva[okva])))[:, 1]
     thr = choose_threshold(yva, pva)
-    if kind == "spectrum_lr":
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / SpectrumScorer.FILE).write_text(json.dumps({
-            "image_size": size, "threshold": thr, "bins": SPECTRUM_LR_BINS,
-            "mean": scaler.mean_.tolist(), "scale": scaler.scale_.tolist(),
-            "coef": lr.coef_[0].tolist(), "intercept": float(lr.intercept_[0]),
-        }, indent=1))
-    else:
-        ProbeScorer.save(out_dir, size, thr, scaler, lr)
+    (SpectrumScorer if kind == "spectrum_lr" else ProbeScorer).save(out_dir, size, thr, scaler, lr)
     write_seen(out_dir, splits_dir)
     return binary_metrics(yva, pva, thr)
 
@@ -84,8 +78,10 @@ def run_baselines(splits_dir: str | Path, out_dir: str | Path, report_dir: str |
                      ckpt_dir=Path(ckpt_dir) / name, progress=progress, dry_run=dry_run,
                      run_log=None if log_dir is None else Path(log_dir) / f"baseline-{name}.json")
         results[name] = card["val_metrics"]
-    for kind in ("probe_lr", "spectrum_lr"):
-        results[kind] = train_lr(splits_dir, out_dir / kind, p.train.image_size, p.seed, kind)
+    b = p.baselines
+    for kind, c in (("probe_lr", b.probe_c), ("spectrum_lr", b.spectrum_c)):
+        results[kind] = train_lr(splits_dir, out_dir / kind, p.train.image_size, p.seed, kind, p.decode_limits(), c,
+                                 b.max_iter)
     report_dir.mkdir(parents=True, exist_ok=True)
     metrics = {name: {k: m[k] for k in ("roc_auc", "accuracy", "f1")} for name, m in results.items()}
     (report_dir / "metrics.json").write_text(json.dumps({"val": metrics}, indent=2, default=float) + "\n")

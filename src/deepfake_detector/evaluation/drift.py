@@ -23,7 +23,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..data.features import STAT_SIZE, image_stats, jpeg_quality
-from ..core.images import IMAGE_SUFFIXES, to_rgb, to_tensor
+from ..core.images import DecodeLimits, decode_image, image_files, open_image, to_tensor
 from ..core.params import DriftParams
 from ..core.stable import stable_ids
 
@@ -40,12 +40,10 @@ def list_images(source: str | Path) -> list[str]:
         return read_split(source.parent, source.stem)["path"].tolist()
     if not source.is_dir():
         raise FileNotFoundError(f"drift input not found: {source} (give a split CSV or a folder)")
-    return [str(p) for p in sorted(source.rglob("*"))
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(source).parts)
-            and (p.suffix.lower() in IMAGE_SUFFIXES or p.suffix == "")]
+    return [str(p) for p in image_files(source)]
 
 
-def file_features(paths: list[str], progress: bool = False, model_size: int | None = None
+def file_features(paths: list[str], limits: DecodeLimits, progress: bool = False, model_size: int | None = None
                   ) -> tuple[pd.DataFrame, torch.Tensor, int]:
     """(stats frame for readable files, uint8 images at model_size (N,3,S,S) for the detector, unreadable count).
 
@@ -56,10 +54,9 @@ def file_features(paths: list[str], progress: bool = False, model_size: int | No
     rows, thumbs, bad = [], [], 0
     for path in tqdm(paths, desc="drift features", unit="img", disable=not progress, leave=False):
         try:
-            with Image.open(path) as img:
+            with open_image(path, limits) as img:  # header only: the quantisation tables
                 quality = jpeg_quality(img)
-                img.load()
-                rgb = to_rgb(img)
+            rgb = decode_image(path, limits)
             nbytes = Path(path).stat().st_size
         except Exception:  # noqa: BLE001 - unreadable files are counted, never fatal
             bad += 1
@@ -72,7 +69,7 @@ def file_features(paths: list[str], progress: bool = False, model_size: int | No
     return frame, (torch.stack(thumbs) if thumbs else torch.zeros(0, 3, size, size, dtype=torch.uint8)), bad
 
 
-def drift(reference: str | Path, current: str | Path, out_dir: str | Path, d: DriftParams,
+def drift(reference: str | Path, current: str | Path, out_dir: str | Path, d: DriftParams, limits: DecodeLimits,
           model_dir: str | Path | None = None, progress: bool = True) -> dict:
     """Compare current to reference; write OUT/report.html and OUT/metrics.json; return the metrics."""
     from evidently import DataDefinition, Dataset, Report
@@ -89,8 +86,8 @@ def drift(reference: str | Path, current: str | Path, out_dir: str | Path, d: Dr
 
         scorer = TorchScorer(model_dir)
         model_size = scorer.image_size
-    ref, ref_img, ref_bad = file_features(ref_paths, progress, model_size)
-    cur, cur_img, cur_bad = file_features(cur_paths, progress, model_size)
+    ref, ref_img, ref_bad = file_features(ref_paths, limits, progress, model_size)
+    cur, cur_img, cur_bad = file_features(cur_paths, limits, progress, model_size)
     if len(cur) < 2 or len(ref) < 2:
         raise ValueError(f"need at least 2 readable images on each side (reference {len(ref)}, current {len(cur)}; "
                          f"{cur_bad} unreadable in current)")

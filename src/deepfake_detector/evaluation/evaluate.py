@@ -20,11 +20,13 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageFilter
 
-from ..core.metrics import (CI_METRICS, binary_metrics, bootstrap_ci, bootstrap_indices, calibrated,
+from ..core.metrics import (CI_METRICS, binary_metrics, bootstrap_ci, bootstrap_indices, calibrated, ci_record,
                             expected_calibration_error, reliability_table)
 from ..model.scoring import Scorer, load_scorer
 from .model_card import model_card_markdown
 from ..core.splits_io import read_folder, read_split
+from ..core.images import DecodeLimits
+from ..core.params import EvaluateParams
 from ..model.tensorcache import decode_all, decode_variants
 
 Perturb = Callable[[Image.Image], Image.Image]
@@ -73,28 +75,36 @@ PERTURBATIONS: dict[str, Perturb] = {
 }
 
 
-def score_frame(scorer: Scorer, frame: pd.DataFrame, transform: Perturb | None = None,
+def score_frame(scorer: Scorer, frame: pd.DataFrame, limits: DecodeLimits, transform: Perturb | None = None,
                 progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities for decodable rows, ok mask over frame rows)."""
-    images, ok = decode_all(frame["path"].tolist(), scorer.image_size, progress, transform=transform)
+    images, ok = decode_all(frame["path"].tolist(), scorer.image_size, limits, progress, transform=transform)
     return scorer.predict(images[ok]), ok
 
 
 SOURCE_METRICS = ("n", "roc_auc", "accuracy", "precision", "recall", "f1", "fpr_real")
 
 
-def source_metrics(y: np.ndarray, prob: np.ndarray, threshold: float) -> dict:
-    """One source's metrics at the model's stored threshold, with 95 % bootstrap intervals (1,000 resamples
-    of that source's images). A one-class source has no ROC-AUC (null): read its FPR (reals) or recall."""
+def source_metrics(y: np.ndarray, prob: np.ndarray, threshold: float, n_boot: int,
+                   unfamiliar: np.ndarray | None = None) -> dict:
+    """One source's metrics at the model's stored threshold, with 95 % bootstrap intervals (n_boot resamples
+    of that source's images). A one-class source has no ROC-AUC (null): read its real-image FPR (reals, with its
+    interval) or recall. With the model's novelty verdicts: coverage (the familiar share) and accuracy there."""
     m = binary_metrics(y, prob, threshold)
-    ci = bootstrap_ci(y, prob, threshold, bootstrap_indices(len(y), seed=0))
+    ci = bootstrap_ci(y, prob, threshold, bootstrap_indices(len(y), n_boot, seed=0))
     clean = lambda v: None if isinstance(v, float) and np.isnan(v) else v  # noqa: E731 - JSON has no NaN
-    return {**{k: clean(m[k]) for k in SOURCE_METRICS}, "n_real": int((y == 0).sum()), "n_fake": int((y == 1).sum()),
-            "ci95": {k: [clean(v) for v in pair] for k, pair in ci.items()}}
+    out = {**{k: clean(m[k]) for k in SOURCE_METRICS}, "n_real": int((y == 0).sum()), "n_fake": int((y == 1).sum()),
+           "ci95": ci_record(ci)}
+    if unfamiliar is not None and len(y):
+        familiar = ~unfamiliar
+        out["familiar_share"] = round(float(familiar.mean()), 6)
+        out["accuracy_familiar"] = (round(float(((prob[familiar] >= threshold) == y[familiar]).mean()), 6)
+                                    if familiar.any() else None)
+    return out
 
 
-def score_variants(scorer: Scorer, paths: list[str], transforms: dict[str, Perturb | None], chunk: int = 256,
-                   workers: int = 2, progress: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def score_variants(scorer: Scorer, paths: list[str], transforms: dict[str, Perturb | None], limits: DecodeLimits,
+                   workers: int, chunk: int = 256, progress: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{name: (probabilities for its decodable rows, ok mask)}: every file decoded once per chunk, each
     perturbation applied in memory (threads), so memory holds `chunk` files x conditions at the model size."""
     from tqdm import tqdm
@@ -102,10 +112,19 @@ def score_variants(scorer: Scorer, paths: list[str], transforms: dict[str, Pertu
     probs = {n: [] for n in transforms}
     oks = {n: [] for n in transforms}
     for start in tqdm(range(0, len(paths), chunk), desc="evaluate", unit="chunk", disable=not progress, leave=False):
-        for name, (images, ok) in decode_variants(paths[start:start + chunk], scorer.image_size, transforms,
+        for name, (images, ok) in decode_variants(paths[start:start + chunk], scorer.image_size, transforms, limits,
                                                   workers).items():
             oks[name].append(ok)
-            if name == "clean" and hasattr(scorer, "logits"):  # one forward: calibrated + the reliability "before"
+            if name == "clean" and getattr(scorer, "novelty", None) is not None and hasattr(scorer, "model"):
+                from ..model.novelty import embedding, novelty_scores
+
+                feats, z = embedding(scorer.model, images[ok], scorer.image_size) if ok.any() else (None, np.zeros(0))
+                probs[name].append(calibrated(z, scorer.calibration))
+                probs.setdefault("uncalibrated", []).append(calibrated(z, None))
+                oks.setdefault("uncalibrated", []).append(ok)
+                probs.setdefault("novelty", []).append(novelty_scores(feats, scorer.novelty) if ok.any() else z)
+                oks.setdefault("novelty", []).append(ok)
+            elif name == "clean" and hasattr(scorer, "logits"):  # one forward: calibrated + the reliability "before"
                 z = scorer.logits(images[ok]) if ok.any() else np.zeros(0)
                 probs[name].append(calibrated(z, scorer.calibration))
                 probs.setdefault("uncalibrated", []).append(calibrated(z, None))
@@ -121,21 +140,26 @@ def robustness_conditions(size: int) -> dict[str, Perturb]:
     return {**PERTURBATIONS, **at_input, "reencoded_same": _reencode}
 
 
-def evaluate_model(scorer: Scorer, frame: pd.DataFrame, robustness: bool = True, progress: bool = False,
-                   workers: int = 2) -> dict:
+def evaluate_model(scorer: Scorer, frame: pd.DataFrame, limits: DecodeLimits, e: EvaluateParams,
+                   robustness: bool = True, progress: bool = False) -> dict:
     y_all = frame["y"].to_numpy()
     conditions = robustness_conditions(scorer.image_size) if robustness else {}
-    scored = score_variants(scorer, frame["path"].tolist(), {"clean": None, **conditions}, workers=workers,
+    scored = score_variants(scorer, frame["path"].tolist(), {"clean": None, **conditions}, limits, e.workers,
                             progress=progress)
     prob, ok = scored.pop("clean")
     raw = scored.pop("uncalibrated", (prob, ok))[0]  # scorers without a stored calibration: the same
+    novelty = scored.pop("novelty", (None, None))[0]
+    unfamiliar = None if novelty is None else novelty > scorer.novelty_threshold
     y = y_all[ok]
     clean = binary_metrics(y, prob, scorer.threshold)
     clean["ece_uncalibrated"] = round(expected_calibration_error(y, raw), 6)
     out = {"metrics": clean, "n_unreadable": int((~ok).sum()), "prob": prob, "y": y, "raw": raw,
            "source": frame["source"].to_numpy()[ok]}
-    out["by_source"] = {src: source_metrics(y[out["source"] == src], prob[out["source"] == src], scorer.threshold)
+    out["by_source"] = {src: source_metrics(y[out["source"] == src], prob[out["source"] == src], scorer.threshold,
+                                            e.bootstrap, None if unfamiliar is None else unfamiliar[out["source"] == src])
                         for src in sorted(set(out["source"]))}
+    if unfamiliar is not None:
+        out["metrics"]["unfamiliar_share"] = round(float(unfamiliar.mean()), 6) if len(unfamiliar) else None
     if robustness:
         card = {}
         for name, (p2, ok2) in scored.items():
@@ -198,13 +222,14 @@ def summary_markdown(results: dict[str, dict], primary: str, robustness: dict) -
     return "\n".join(lines) + "\n"
 
 
-def evaluate(model_dir: str | Path, out_dir: str | Path, *, splits_dir: str | Path | None = None,
-             data_dir: str | Path | None = None, baselines_dir: str | Path | None = None,
-             device: str = "cpu", progress: bool = True, robustness: bool = True, workers: int = 2) -> dict:
+def evaluate(model_dir: str | Path, out_dir: str | Path, limits: DecodeLimits, e: EvaluateParams, *,
+             splits_dir: str | Path | None = None, data_dir: str | Path | None = None,
+             baselines_dir: str | Path | None = None, device: str = "cpu", progress: bool = True,
+             robustness: bool = True) -> dict:
     """Score the model (and baselines) on the test split or on a labelled folder; write reports.
 
     robustness: also score the primary model under every perturbation (each file decoded once, the
-    perturbations applied in memory on `workers` threads); off, only clean scores (e.g. per source)."""
+    perturbations applied in memory on evaluate.workers threads); off, only clean scores (e.g. per source)."""
     if (splits_dir is None) == (data_dir is None):
         raise ValueError("give exactly one of splits_dir (test split) or data_dir (a real/ + fake/ folder)")
     frame = read_split(splits_dir, "test") if splits_dir is not None else read_folder(data_dir)
@@ -220,18 +245,18 @@ def evaluate(model_dir: str | Path, out_dir: str | Path, *, splits_dir: str | Pa
                 scorers[sub.name] = load_scorer(sub, device)
     results, main = {}, None
     for name, scorer in scorers.items():
-        res = evaluate_model(scorer, frame, robustness=robustness and name == primary,
-                             progress=progress and name == primary, workers=workers)
+        res = evaluate_model(scorer, frame, limits, e, robustness=robustness and name == primary,
+                             progress=progress and name == primary)
         results[name] = res
         if name == primary:
             main = res
     # 95 % bootstrap intervals, paired by image: every model is resampled with the same indices
-    idx = bootstrap_indices(len(main["y"]), seed=0)
+    idx = bootstrap_indices(len(main["y"]), e.bootstrap, seed=0)
     ci = {n: bootstrap_ci(r["y"], r["prob"], scorers[n].threshold, idx) if len(r["y"]) == len(main["y"]) else None
           for n, r in results.items()}
-    metrics = {**main["metrics"], "ci95": ci[primary], "n_unreadable": main["n_unreadable"],
+    metrics = {**main["metrics"], "ci95": ci_record(ci[primary]), "n_unreadable": main["n_unreadable"],
                "positive_class": "fake", "by_source": main["by_source"],
-               "baselines": {n: {**{k: r["metrics"][k] for k in CI_METRICS}, "ci95": ci[n]}
+               "baselines": {n: {**{k: r["metrics"][k] for k in CI_METRICS}, "ci95": ci_record(ci[n]) if ci[n] else None}
                              for n, r in results.items() if n != primary}}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out_dir / "robustness.json").write_text(json.dumps(main.get("robustness", {}), indent=2) + "\n")

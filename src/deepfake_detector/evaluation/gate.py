@@ -7,7 +7,7 @@ The accepted model (champion) and the new one (challenger) are scored on the *cu
 each model folder lists them (`seen_sha256.txt`, written by train and baselines), or the caller
 passes the champion's train/val hashes; a champion with neither is refused, never scored on what
 it may have learned. The record counts the excluded images (`n_excluded_seen_by_champion`). The difference challenger - champion of
-`flows.gate.metric` gets a 95 % paired bootstrap interval (1,000 resamples, fixed seed). The
+`flows.gate.metric` gets a 95 % paired bootstrap interval (evaluate.bootstrap resamples, fixed seed). The
 challenger is refused when
 - its metric is NaN or missing (e.g. a one-class test split), or it could not be scored;
 - the point difference is below -max_drop;
@@ -25,11 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.images import DecodeLimits
 from ..core.metrics import binary_metrics, bootstrap_indices, metric_value, paired_difference
 from ..core.params import GateParams
-
-N_BOOT = 1000
-
 
 def decide(g: GateParams, challenger: dict, champion: dict | None, paired: dict | None,
            champion_error: str | None = None) -> tuple[bool, str]:
@@ -57,7 +55,8 @@ def decide(g: GateParams, challenger: dict, champion: dict | None, paired: dict 
 
 
 def compare(challenger_dir: str | Path, champion_dir: str | Path | None, splits_dir: str | Path, g: GateParams,
-            seed: int = 0, champion_error: str | None = None, champion_seen: set[str] | None = None) -> dict:
+            limits: DecodeLimits, n_boot: int, seed: int = 0, champion_error: str | None = None,
+            champion_seen: set[str] | None = None) -> dict:
     """Score both models on splits_dir/test.csv less the images either saw; return the JSON-ready record.
 
     champion_seen: sha256 of the champion's train/val images when its folder carries no list."""
@@ -87,7 +86,7 @@ def compare(challenger_dir: str | Path, champion_dir: str | Path | None, splits_
 
     def score(model_dir: str | Path) -> tuple[dict, np.ndarray, np.ndarray, float]:
         scorer = load_scorer(model_dir)
-        prob, ok = score_frame(scorer, frame)
+        prob, ok = score_frame(scorer, frame, limits)
         y = y_all[ok]
         m = binary_metrics(y, prob, scorer.threshold)
         entry = {"value": metric_value(g.metric, y, prob, scorer.threshold), "f1": m["f1"], "n_test": int(len(y)),
@@ -106,7 +105,7 @@ def compare(challenger_dir: str | Path, champion_dir: str | Path | None, splits_
         else:
             both = ok_new & ok_old
             paired = paired_difference(g.metric, y_all[both], p_new[both], t_new, p_old[both], t_old,
-                                       bootstrap_indices(int(both.sum()), N_BOOT, seed))
+                                       bootstrap_indices(int(both.sum()), n_boot, seed))
     promoted, reason = decide(g, challenger, champion, paired, champion_error)
     return {"promoted": promoted, "reason": reason, "metric": g.metric, "challenger": challenger,
             "champion": champion, "champion_error": champion_error,

@@ -9,6 +9,8 @@ data outside this repository. Numbers come from this run's files; nothing here i
 
 from __future__ import annotations
 
+from ..core.metrics import ci_bounds
+
 # Measured by the project on held-out faces that are in no folder of this repository, for the model
 # trained on faces-a with profiles/faces.yaml (issue #21). Kept here so every card states them.
 HELD_OUT_FAILURES = [
@@ -17,7 +19,7 @@ HELD_OUT_FAILURES = [
     ("in-the-wild real photos (UTKFace, 200 px)", "FPR 0.164: one ordinary photo in six called fake"),
     ("StyleGAN2 faces (1024 px) vs FFHQ reals", "ROC-AUC 0.943; recall 0.745"),
 ]
-# Leave-one-source-out on faces-a + faces-d (benchmarks/cross_source.py; docs/results.md "Transfer recipes")
+# Leave-one-source-out on faces-a + faces-d (benchmarks/cross_source.py; docs/results.md)
 CROSS_SOURCE = [
     ("trained on faces-a (StyleGAN) only, scored on faces-d (DFDC face swaps)", "ROC-AUC 0.47 (NPR inputs 0.57, "
      "FFT spectrum 0.61: each at a cost on faces-a)"),
@@ -30,7 +32,7 @@ def _f(v) -> str:
 
 
 def _ci(m: dict, key: str) -> str:
-    lo, hi = (m.get("ci95") or {}).get(key, [None, None])
+    lo, hi = ci_bounds(m, key)
     return f"{_f(m.get(key))} [{_f(lo)}, {_f(hi)}]"
 
 
@@ -60,10 +62,16 @@ def model_card_markdown(train_card: dict, metrics: dict, robustness: dict) -> st
         f"precision {_f(metrics.get('precision'))}, recall {_f(metrics.get('recall'))}, "
         f"real-image FPR {_f(metrics.get('fpr_real'))} (n = {metrics.get('n')}).",
         f"- Calibration: ECE {_f(metrics.get('ece'))} (before Platt scaling {_f(metrics.get('ece_uncalibrated'))}).",
-        "", "| source | n | ROC-AUC [95 % CI] | accuracy | recall | real-image FPR |", "|---|---|---|---|---|---|"]
+        "", "| source | n | ROC-AUC [95 % CI] | accuracy | recall | real-image FPR [95 % CI] | familiar (coverage) | "
+            "accuracy on the familiar part |", "|---|---|---|---|---|---|---|---|"]
     for name, m in metrics.get("by_source", {}).items():
         lines.append(f"| {name} | {m['n']} | {_ci(m, 'roc_auc')} | {_f(m.get('accuracy'))} | {_f(m.get('recall'))} | "
-                     f"{_f(m.get('fpr_real'))} |")
+                     f"{_ci(m, 'fpr_real')} | {_f(m.get('familiar_share'))} | {_f(m.get('accuracy_familiar'))} |")
+    nov = train_card.get("novelty")
+    if nov:
+        lines += ["", f"Coverage: each answer carries `novelty` (how unlike the training images, {nov['method']} on the "
+                      f"detector's multi-layer embedding) and `unfamiliar` (novelty above {nov['threshold']:.4f}, the "
+                      f"{nov['quantile']:.0%} quantile of val): an unfamiliar image's verdict is not to be trusted."]
     if robustness:
         worst = sorted(robustness.items(), key=lambda kv: -(kv[1].get("roc_auc_drop") or 0))[:4]
         lines += ["", "## Robustness (largest ROC-AUC drops on this test split)", ""]

@@ -10,21 +10,22 @@ the test set's sampling noise; not evidence of a change).
 
 from __future__ import annotations
 
+from ..core.metrics import ci_bounds
+
 import json
-import subprocess
 from pathlib import Path
 
 METRICS_FILE = "reports/eval/metrics.json"
 
 
 def read_at_revision(rev: str, path: str = METRICS_FILE, cwd: str | Path = ".") -> dict | None:
-    """The file's JSON at a git revision, or None if it is not there."""
-    proc = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=cwd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        return None
+    """The file's JSON at a git revision, or None if it is not there (or no revision of that name exists)."""
+    from ..core.gitrev import GitError, file_at
+
     try:
-        return json.loads(proc.stdout)
-    except json.JSONDecodeError:
+        text = file_at(rev, path, cwd)
+        return None if text is None else json.loads(text)
+    except (GitError, json.JSONDecodeError):
         return None
 
 
@@ -44,12 +45,13 @@ def compare(base: dict | None, new: dict) -> list[dict]:
         b = base_rows.get(name, {})
         for metric in ("roc_auc", "accuracy", "f1"):
             new_v, base_v = m.get(metric), b.get(metric)
-            ci = (b.get("ci95") or {}).get(metric)
+            lo, hi = ci_bounds(b, metric)
+            ci = None if lo is None or hi is None else [lo, hi]
             if new_v is None:
                 continue
             if base_v is None:
                 mark = "new"
-            elif not ci or any(v != v for v in ci):  # no interval stored in the base (or NaN)
+            elif not ci or any(v != v for v in ci):  # no interval stored in the base (or undefined)
                 mark = "no CI in base"
             else:
                 mark = "**outside**" if not ci[0] <= new_v <= ci[1] else "inside (noise)"

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..core.params import RUNTIME_TRAIN_KEYS
 from .factory import build_detector
 from .models import Generator
 
@@ -24,8 +25,7 @@ class CheckpointError(RuntimeError):
 
 
 # Settings a resumed run may change: they extend or place the run, they do not change what was learned so far.
-RESUME_FREE = frozenset({"train.epochs", "train.patience", "train.threads", "train.device", "train.cache_ram_gb",
-                         "train.ddp_backend"})
+RESUME_FREE = frozenset({"train.epochs", "train.patience", *(f"train.{k}" for k in RUNTIME_TRAIN_KEYS)})
 
 
 def run_fingerprint(params: dict[str, Any], data_sha256: str) -> dict[str, Any]:
@@ -99,6 +99,13 @@ def load_detector(model_dir_or_file: str | Path, device: str = "cpu") -> tuple[n
     model.eval().to(device)
     info = {k: v for k, v in ckpt.items() if k != "state_dict"}
     return model, info
+
+
+def save_generator(path: Path, G: Generator, latent_dim: int, generator_width: int, generator_size: int) -> None:
+    """generator.pt: config keys = the model.* param names (what load_generator rebuilds from) + weights."""
+    torch.save({"config": {"latent_dim": latent_dim, "generator_width": generator_width,
+                           "generator_size": generator_size},
+                "state_dict": {k: v.detach().cpu() for k, v in G.state_dict().items()}}, path)
 
 
 def load_generator(path: str | Path) -> Generator:

@@ -1,6 +1,6 @@
 """Frozen ImageNet embeddings per file, cached by sha256: the label-issue pass's strong features.
 
-    emb = embed_files(paths, shas, cache_path=Path("artifacts/cache/embeddings.npy"))   # (N, 1752) or None
+    emb = embed_files(paths, shas, limits, cache_path=Path("artifacts/cache/embeddings.npy"))   # (N, 1752) or None
 
 `probe.frozen_features` at EMBED_SIZE, one row per file (NaN where a file does not decode). The
 validate CLI hands this function to `data.validate.validate` (the data layer does not import models).
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.images import DecodeLimits
 from .pretrained import WeightsNotFound
 from .probe import N_FEATURES, frozen_features
 from .tensorcache import decode_all
@@ -40,7 +41,7 @@ def _load_embedding_cache(path: Path | None) -> dict[str, np.ndarray]:
         return {}  # damaged or old format: recomputed
 
 
-def embed_files(paths: list[Path], shas: list[str], cache_path: Path | None = None,
+def embed_files(paths: list[Path], shas: list[str], limits: DecodeLimits, cache_path: Path | None = None,
                 progress: bool = False) -> np.ndarray | None:
     """Frozen pretrained embeddings per file, cached by sha256 + embed_version(); None if no weights.
 
@@ -53,7 +54,7 @@ def embed_files(paths: list[Path], shas: list[str], cache_path: Path | None = No
     todo = sorted({i for i, k in enumerate(keys) if k not in cache}, key=lambda i: keys[i])
     if todo:
         try:
-            images, ok = decode_all([str(paths[i]) for i in todo], EMBED_SIZE, progress, "embed")
+            images, ok = decode_all([str(paths[i]) for i in todo], EMBED_SIZE, limits, progress, "embed")
             feats = frozen_features(images, EMBED_SIZE)
         except WeightsNotFound:
             return None

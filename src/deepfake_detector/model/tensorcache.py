@@ -1,8 +1,11 @@
 """Decode each image once into uint8 arrays; every epoch then reads arrays, not JPEGs.
 
-    x, ok = decode_all(paths, 280)                                                      # in RAM
-    x, ok = decode_all(paths, 280, disk_dir="artifacts/cache/train", ram_limit_bytes=4 * 2**30,
+    x, ok = decode_all(paths, 280, limits)                                              # in RAM
+    x, ok = decode_all(paths, 280, limits, disk_dir="artifacts/cache/train", ram_limit_bytes=4 * 2**30,
                        hashes=sha256_per_file)                                          # on disk
+    variants = decode_variants(paths, 256, {"clean": None, "jpeg50": fn}, limits)       # each file decoded once
+
+Every file goes through core.images.decode_image (`limits`: format allowlist and pixel cap, from params).
 
 Above `ram_limit_bytes` the cache is a set of shard files in `disk_dir` (at most ~SHARD_BYTES each;
 raw (n, 3, S, S) uint8 arrays that np.memmap can open), written once and reused by any later run. Images go to shards by their content
@@ -28,7 +31,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from ..core.images import load_rgb, to_tensor
+from ..core.images import DecodeLimits, decode_image, to_tensor
 
 SHARD_BYTES = 256 * 2**20
 WRITE_CHUNK = 256  # images decoded per write while building a shard
@@ -93,30 +96,13 @@ def _shards(ids: list[str], size: int) -> list[np.ndarray]:
     return [r for r in np.split(order, np.searchsorted(bucket[order], np.arange(1, n_buckets))) if len(r)]
 
 
-def _decode_into(out, paths: Sequence[str], size: int, transform, workers: int, bar) -> np.ndarray:
-    ok = np.zeros(len(paths), dtype=bool)
-
-    def work(i: int) -> None:
-        try:
-            img = load_rgb(paths[i])
-            out[i] = to_tensor(transform(img) if transform is not None else img, size)
-        except Exception:  # noqa: BLE001 - counted by the caller via ok
-            return
-        ok[i] = True
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for _ in pool.map(work, range(len(paths))):
-            bar.update()
-    return ok
-
-
-def decode_all(paths: Sequence[str], size: int, progress: bool = True, desc: str = "decode",
+def decode_all(paths: Sequence[str], size: int, limits: DecodeLimits, progress: bool = True, desc: str = "decode",
                transform: Callable[[Image.Image], Image.Image] | None = None, workers: int = 2,
                disk_dir: str | Path | None = None, ram_limit_bytes: int | None = None,
                hashes: Sequence[str] | None = None) -> tuple[torch.Tensor | DiskCache, np.ndarray]:
     """(N, 3, size, size) uint8 images (a tensor in RAM, or a DiskCache) and a mask of files that decoded.
 
-    Unreadable files become zero images with ok=False (callers skip or count them).
+    Unreadable or refused files become zero images with ok=False (callers skip or count them).
     transform, if given, is applied to the decoded full-resolution RGB image before resizing
     (used by the robustness card to JPEG/blur/resize at source resolution).
     """
@@ -124,10 +110,9 @@ def decode_all(paths: Sequence[str], size: int, progress: bool = True, desc: str
                and cache_bytes(len(paths), size) > ram_limit_bytes)
     bar = tqdm(total=len(paths), desc=desc, unit="img", disable=not progress, leave=False)
     if not on_disk:
-        out = torch.zeros((len(paths), 3, size, size), dtype=torch.uint8)
-        ok = _decode_into(out, paths, size, transform, workers, bar)
+        out = decode_variants(paths, size, {"x": transform}, limits, workers, bar)["x"]
         bar.close()
-        return out, ok
+        return out
     ids = _content_ids(paths, hashes)
     files, shard_of, offset = [], np.zeros(len(paths), np.int32), np.zeros(len(paths), np.int64)
     ok = np.zeros(len(paths), dtype=bool)
@@ -140,11 +125,14 @@ def decode_all(paths: Sequence[str], size: int, progress: bool = True, desc: str
             with open(tmp, "wb") as fh:  # decoded in chunks, appended: memory holds one chunk
                 for c in range(0, len(rows), WRITE_CHUNK):
                     chunk = [paths[i] for i in rows[c:c + WRITE_CHUNK]]
-                    buf = torch.zeros((len(chunk), 3, size, size), dtype=torch.uint8)
-                    part_ok.append(_decode_into(buf, chunk, size, None, workers, bar))
+                    buf, chunk_ok = decode_variants(chunk, size, {"x": None}, limits, workers, bar)["x"]
+                    part_ok.append(chunk_ok)
                     fh.write(buf.numpy().tobytes())
-            os.replace(tmp, data)  # complete shards only: a killed build is rebuilt
-            np.save(mask, np.concatenate(part_ok))
+            mask_tmp = mask.with_name(mask.name + ".tmp")
+            with open(mask_tmp, "wb") as fh:
+                np.save(fh, np.concatenate(part_ok))
+            os.replace(tmp, data)  # complete shards only (data, then its mask): a killed build is rebuilt
+            os.replace(mask_tmp, mask)
         else:
             bar.update(len(rows))
         files.append(data)
@@ -154,16 +142,16 @@ def decode_all(paths: Sequence[str], size: int, progress: bool = True, desc: str
 
 
 def decode_variants(paths: Sequence[str], size: int, transforms: dict[str, Callable[[Image.Image], Image.Image] | None],
-                    workers: int = 2) -> dict[str, tuple[torch.Tensor, np.ndarray]]:
+                    limits: DecodeLimits, workers: int = 2, bar=None) -> dict[str, tuple[torch.Tensor, np.ndarray]]:
     """Each file decoded once, every transform applied to that decoded image in memory (None = as is):
-    {name: ((N, 3, size, size) uint8, ok mask)}. Same pixels as decode_all(paths, size, transform=fn)."""
+    {name: ((N, 3, size, size) uint8, ok mask)}. The one decode loop of this module (decode_all uses it)."""
     out = {name: (torch.zeros((len(paths), 3, size, size), dtype=torch.uint8), np.zeros(len(paths), dtype=bool))
            for name in transforms}
 
     def work(i: int) -> None:
         try:
-            img = load_rgb(paths[i])
-        except Exception:  # noqa: BLE001 - unreadable: ok stays False everywhere
+            img = decode_image(paths[i], limits)
+        except Exception:  # noqa: BLE001 - unreadable or refused: ok stays False everywhere
             return
         for name, fn in transforms.items():
             try:
@@ -173,5 +161,7 @@ def decode_variants(paths: Sequence[str], size: int, transforms: dict[str, Calla
                 continue
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(work, range(len(paths))))
+        for _ in pool.map(work, range(len(paths))):
+            if bar is not None:
+                bar.update()
     return out
