@@ -20,7 +20,7 @@ import torch
 from PIL import Image, ImageFilter
 from typer.testing import CliRunner
 
-from conftest import free_port
+from conftest import LIMITS, free_port
 from deepfake_detector.cli import app
 from deepfake_detector.model.checkpoint import load_detector
 from deepfake_detector.serving.predict import grad_cam, predict
@@ -38,18 +38,48 @@ def test_predict_scores_good_files_and_reports_bad_ones(prepared, demo_dir, tmp_
     assert len(rows) == 41 and len(errors) == 1 and errors[0]["path"].endswith("broken.jpg")
     ok = [r for r in rows if "error" not in r]
     # each answer is the model's own score of that file, labelled by the stored threshold
-    from deepfake_detector.core.images import load_rgb, to_tensor
+    from deepfake_detector.core.images import decode_image, to_tensor
     from deepfake_detector.model.scoring import load_scorer
 
     scorer = load_scorer(prepared / "model")
     by_path = {Path(r["path"]).name: r for r in ok}
     names = sorted(by_path)
-    x = torch.stack([to_tensor(load_rgb(folder / n), scorer.image_size) for n in names])
-    expected = scorer.predict(x)
+    x = torch.stack([to_tensor(decode_image(folder / n, LIMITS), scorer.image_size) for n in names])
+    expected, novelty = scorer.score(x)
     assert np.allclose([by_path[n]["fake_probability"] for n in names], expected, atol=1e-4)
+    assert np.allclose([by_path[n]["novelty"] for n in names], novelty, atol=1e-3)
+    assert all(by_path[n]["unfamiliar"] == bool(v > scorer.novelty_threshold) for n, v in zip(names, novelty)
+               if abs(v - scorer.novelty_threshold) > 1e-3)
     assert all((by_path[n]["label"] == "fake") == (p >= scorer.threshold) for n, p in zip(names, expected)
                if abs(p - scorer.threshold) > 1e-4)
     assert all(isinstance(r["uncertain"], bool) for r in ok)
+
+
+def test_predict_csv_says_how_unfamiliar_each_image_is(prepared, demo_dir, tmp_path):
+    """`dfd predict --format csv` carries novelty and unfamiliar for each image: unfamiliar exactly when the novelty
+    is above the threshold stored with the model. (That the score separates what a model knows from what it does
+    not is tested on embeddings in test_novelty.py and measured on real data in docs/results.md: a 1-epoch 32 px
+    demo model's features are too weak to show it here.)"""
+    import csv
+
+    from deepfake_detector.model.scoring import load_scorer
+
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    for f in sorted((demo_dir / "real").glob("*.jpg"))[:4]:
+        (odd / f.name).write_bytes(f.read_bytes())
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(odd / f"noise_{i}.png")
+    result = CliRunner().invoke(app, ["predict", str(odd), "--model", str(prepared / "model"), "--format", "csv",
+                                      "--no-progress"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert len(rows) == 8 and {"novelty", "unfamiliar"} <= set(rows[0])
+    threshold = load_scorer(prepared / "model").novelty_threshold
+    assert all(float(r["novelty"]) >= 0 and r["unfamiliar"] in ("True", "False") for r in rows)
+    assert all(r["unfamiliar"] == str(float(r["novelty"]) > threshold) for r in rows
+               if abs(float(r["novelty"]) - threshold) > 1e-3)
 
 
 def test_grad_cam_overlays_have_the_image_shape_and_differ(prepared, demo_dir, tmp_path):

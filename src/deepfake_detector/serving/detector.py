@@ -5,9 +5,10 @@
     det.predict(["a.jpg", pil_image, uint8_array], batch_size=32)
     # [Prediction(fake_probability=0.93, label='fake', uncertain=False, model_version='v0.2.0', ...), ...]
 
-Inputs are paths, PIL images or (H, W, 3) uint8 arrays. A file that cannot be read gives a Prediction
-with `error` set; the rest are still scored. `dfd predict` and `dfd serve` are built on this class.
-Defaults (uncertainty band, batch size) come from params.yaml `serve`; arguments override them.
+Inputs are paths, PIL images or (H, W, 3) uint8 arrays. A file that cannot be read, or that the decode limits
+refuse (serve.formats, validate.max_pixels: core.images.decode_image), gives a Prediction with `error` set; the
+rest are still scored. `dfd predict` and `dfd serve` are built on this class. Defaults (uncertainty band, batch
+size, decode limits) come from params.yaml; arguments override them.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..core.images import load_rgb, to_rgb, to_tensor
+from ..core.images import DecodeLimits, ImageRefused, decode_image, to_rgb, to_tensor
 from ..model.scoring import load_scorer, verdict
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class Prediction:
     model_version: str
     source: str  # the path, or "<PIL image>" / "<array>"
     error: str | None = None
+    novelty: float | None = None  # how unlike the training images (model/novelty.py); None: the model has no novelty
+    unfamiliar: bool | None = None  # novelty above the model's stored threshold: the verdict is not to be trusted
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, without the empty fields (no `error` key when the image was scored)."""
@@ -46,25 +49,30 @@ def content_version(model_dir: Path) -> str:
     return f"sha256:{h[:12]}"
 
 
-def to_image(item: Any) -> Image.Image:
-    """Path, PIL image or (H, W, 3) uint8 array -> RGB PIL image (alpha composited, EXIF-rotated for files)."""
-    if isinstance(item, (str, Path)):
-        return load_rgb(item)
+def to_image(item: Any, limits: DecodeLimits) -> Image.Image:
+    """Path, bytes, PIL image or (H, W, 3) uint8 array -> RGB PIL image (alpha composited, EXIF-rotated for files),
+    within the decode limits (files: the format allowlist too)."""
+    if isinstance(item, (str, Path, bytes)):
+        return decode_image(item, limits)
     if isinstance(item, Image.Image):
-        return to_rgb(item)
-    if isinstance(item, np.ndarray):
+        img = item
+    elif isinstance(item, np.ndarray):
         if item.dtype != np.uint8 or item.ndim != 3 or item.shape[2] != 3:
             raise ValueError(f"arrays must be (H, W, 3) uint8 RGB, got {item.dtype} {item.shape}")
-        return Image.fromarray(item, "RGB")
-    raise TypeError(f"cannot score a {type(item).__name__}: give a path, a PIL image or an (H, W, 3) uint8 array")
+        img = Image.fromarray(item, "RGB")
+    else:
+        raise TypeError(f"cannot score a {type(item).__name__}: give a path, a PIL image or an (H, W, 3) uint8 array")
+    if img.width * img.height > limits.max_pixels:
+        raise ImageRefused("pixels", f"{img.width}x{img.height} pixels exceeds the {limits.max_pixels}-pixel cap")
+    return to_rgb(img)
 
 
 class Detector:
     """A loaded model: its scorer (torch or ONNX Runtime), threshold, input size and version."""
 
-    def __init__(self, model_dir: str | Path, band: float, batch_size: int, version: str | None = None,
-                 runtime: str = "torch", device: str = "cpu") -> None:
-        self.model_dir = Path(model_dir)
+    def __init__(self, model_dir: str | Path, band: float, batch_size: int, limits: DecodeLimits,
+                 version: str | None = None, runtime: str = "torch", device: str = "cpu") -> None:
+        self.model_dir, self.limits, self.runtime = Path(model_dir), limits, runtime
         self.scorer = load_scorer(self.model_dir, device, runtime)
         self.version = version or content_version(self.model_dir)
         self.threshold, self.image_size = float(self.scorer.threshold), int(self.scorer.image_size)
@@ -73,30 +81,38 @@ class Detector:
     @classmethod
     def load(cls, path_or_ref: str | Path, runtime: str = "torch", band: float | None = None,
              batch_size: int | None = None, device: str = "cpu", repo: str | Path = ".",
-             params: str | Path | None = None) -> "Detector":
+             params: str | Path | None = None, limits: DecodeLimits | None = None) -> "Detector":
         """A model folder, or a registry ref (`detector@prod`, `detector@v1.2.0`, `detector@latest`)
-        resolved in `repo` (see serving/registry.py). band/batch_size default to params.yaml `serve`."""
+        resolved in `repo` (see serving/registry.py). band/batch_size default to params.yaml `serve`, the decode
+        limits to its serve.formats and validate.max_pixels."""
         from .registry import is_ref, resolve
 
-        band, batch_size = _defaults(band, batch_size, Path(params) if params else Path(repo) / "params.yaml")
+        band, batch_size, limits = _defaults(band, batch_size, limits,
+                                             Path(params) if params else Path(repo) / "params.yaml")
         if is_ref(str(path_or_ref)) and not Path(path_or_ref).exists():
             model_dir, version = resolve(str(path_or_ref), repo)
-            return cls(model_dir, band, batch_size, version, runtime, device)
+            return cls(model_dir, band, batch_size, limits, version, runtime, device)
         if not Path(path_or_ref).is_dir():
             raise FileNotFoundError(f"{path_or_ref}: no such model folder (or give a registry ref: detector@prod)")
-        return cls(path_or_ref, band, batch_size, None, runtime, device)
+        return cls(path_or_ref, band, batch_size, limits, None, runtime, device)
 
-    def predict_tensor(self, images: torch.Tensor) -> np.ndarray:
-        """uint8 (N, 3, S, S) at image_size -> fake probabilities, in batches of batch_size."""
-        return np.concatenate([self.scorer.predict(images[i:i + self.batch_size])
-                               for i in range(0, len(images), self.batch_size)]) if len(images) else np.zeros(0)
+    def score_tensor(self, images: torch.Tensor) -> list[tuple[float, float | None]]:
+        """uint8 (N, 3, S, S) at image_size -> (fake probability, novelty or None) per image, batch_size at a time."""
+        out: list[tuple[float, float | None]] = []
+        for i in range(0, len(images), self.batch_size):
+            probs, novelty = self.scorer.score(images[i:i + self.batch_size])
+            out += zip(probs.tolist(), novelty.tolist() if novelty is not None else [None] * len(probs))
+        return out
 
-    def result(self, prob: float, source: str) -> Prediction:
+    def result(self, prob: float, novelty: float | None, source: str) -> Prediction:
+        threshold = getattr(self.scorer, "novelty_threshold", None)
         return Prediction(round(float(prob), 6), **verdict(float(prob), self.threshold, self.band),
-                          threshold=self.threshold, model_version=self.version, source=source)
+                          threshold=self.threshold, model_version=self.version, source=source,
+                          novelty=None if novelty is None else round(float(novelty), 4),
+                          unfamiliar=None if novelty is None or threshold is None else bool(novelty > threshold))
 
     def failure(self, source: str, exc: Exception) -> Prediction:
-        return Prediction(None, None, None, self.threshold, self.version, source, f"{type(exc).__name__}: {exc}")
+        return Prediction(None, None, None, self.threshold, self.version, source, error_text(exc))
 
     def predict(self, images: Sequence[Any] | Any, batch_size: int | None = None) -> list[Prediction]:
         """One Prediction per input, in order; decoding errors become `error` entries."""
@@ -107,14 +123,18 @@ class Detector:
             tensors, rows = [], []
             for i in range(start, min(start + size, len(items))):
                 try:
-                    tensors.append(to_tensor(to_image(items[i]), self.image_size))
+                    tensors.append(to_tensor(to_image(items[i], self.limits), self.image_size))
                     rows.append(i)
                 except Exception as exc:  # noqa: BLE001 - one bad input must not stop the rest
                     out[i] = self.failure(_name(items[i]), exc)
             if tensors:
-                for i, prob in zip(rows, self.scorer.predict(torch.stack(tensors))):
-                    out[i] = self.result(prob, _name(items[i]))
+                for i, scored in zip(rows, self.score_tensor(torch.stack(tensors))):
+                    out[i] = self.result(*scored, _name(items[i]))
         return out  # type: ignore[return-value]
+
+    def fake_probabilities(self, items: Sequence[Any]) -> np.ndarray:
+        """The calibrated fake probability of each input (NaN where it cannot be scored): a label judge."""
+        return np.array([np.nan if p.fake_probability is None else p.fake_probability for p in self.predict(list(items))])
 
     def info(self) -> dict[str, Any]:
         """What /model shows: version, threshold, input size, val metrics; no paths, no remotes."""
@@ -132,13 +152,24 @@ def _name(item: Any) -> str:
     return str(item) if isinstance(item, (str, Path)) else f"<{type(item).__name__}>"
 
 
-def _defaults(band: float | None, batch_size: int | None, params: Path) -> tuple[float, int]:
-    """params.yaml `serve` values where the caller gave none; no second copy of them lives here."""
-    if band is not None and batch_size is not None:
-        return band, batch_size
+def error_text(exc: Exception) -> str:
+    """What an answer says went wrong: the refusal's own message, or the exception type and a cleaned text."""
+    from ..core.images import clean_message
+
+    return str(exc) if isinstance(exc, ImageRefused) else f"{type(exc).__name__}: {clean_message(exc)}"
+
+
+def _defaults(band: float | None, batch_size: int | None, limits: DecodeLimits | None,
+              params: Path) -> tuple[float, int, DecodeLimits]:
+    """params.yaml values where the caller gave none; no second copy of them lives here."""
+    if band is not None and batch_size is not None and limits is not None:
+        return band, batch_size, limits
     if not params.is_file():
-        raise FileNotFoundError(f"{params} not found: pass band= and batch_size= (or params=) to Detector.load")
+        raise FileNotFoundError(f"{params} not found: pass band=, batch_size= and limits= (or params=) "
+                                "to Detector.load")
     from ..core.params import load_params
 
-    s = load_params(params).serve
-    return (s.uncertainty_band if band is None else band, s.batch_size if batch_size is None else batch_size)
+    p = load_params(params)
+    s = p.serve
+    return (s.uncertainty_band if band is None else band, s.batch_size if batch_size is None else batch_size,
+            p.decode_limits() if limits is None else limits)

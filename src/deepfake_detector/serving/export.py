@@ -11,19 +11,22 @@ import numpy as np
 import torch
 
 from ..model.checkpoint import load_detector
+from ..model.novelty import features_and_logits
 
 
-class _Logits(torch.nn.Module):
+class _Outputs(torch.nn.Module):
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:  # (B, 3, S, S) in [0,1] -> (B,) logits
-        return self.model(image)
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feats, logits = features_and_logits(self.model, image)  # (B, 3, S, S) in [0,1] -> (B,) logits, (B, D)
+        return logits, feats
 
 
 def export_onnx(model_dir: str | Path, out: str | Path, n_check: int = 8, seed: int = 0) -> dict:
-    """Write the ONNX file; return {"max_abs_diff": ...} between torch and ONNX Runtime logits."""
+    """Write the ONNX file (outputs: logit, features); return {"max_abs_diff": ...} between torch and ONNX
+    Runtime logits."""
     import onnxruntime as ort
 
     model, info = load_detector(model_dir)
@@ -31,8 +34,9 @@ def export_onnx(model_dir: str | Path, out: str | Path, n_check: int = 8, seed: 
     x = torch.rand(n_check, 3, size, size, generator=torch.Generator().manual_seed(seed))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(_Logits(model).eval(), (x,), str(out), input_names=["image"], output_names=["logit"],
-                      dynamic_axes={"image": {0: "batch"}, "logit": {0: "batch"}}, opset_version=17, dynamo=False)
+    torch.onnx.export(_Outputs(model).eval(), (x,), str(out), input_names=["image"], output_names=["logit", "features"],
+                      dynamic_axes={"image": {0: "batch"}, "logit": {0: "batch"}, "features": {0: "batch"}},
+                      opset_version=17, dynamo=False)
     with torch.no_grad():
         ref = model(x).numpy()
     got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})[0]

@@ -24,16 +24,16 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from ..core.images import IMAGE_SUFFIXES, load_rgb, to_tensor
+from ..core.images import decode_image, image_files, to_tensor
 
 
 def expand(inputs: list[str]) -> list[str]:
-    """Files as given, folders recursively (image suffixes), globs expanded; order kept, no repeats."""
+    """Files as given, folders recursively (core.images.image_files), globs expanded; order kept, no repeats."""
     out: list[str] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            out += [str(p) for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+            out += [str(p) for p in image_files(path)]
         elif any(ch in item for ch in "*?["):
             out += sorted(glob.glob(item, recursive=True))
         else:
@@ -48,8 +48,9 @@ def _face_cascade():
     return cv2.CascadeClassifier(os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml"))
 
 
-def detect_face(img: Image.Image, margin: float = 0.25) -> tuple[int, int, int, int] | None:
-    """Box (x0, y0, x1, y1) around the largest frontal face, widened by margin; None if no face."""
+def detect_face(img: Image.Image, margin: float) -> tuple[int, int, int, int] | None:
+    """Box (x0, y0, x1, y1) around the largest frontal face, widened by margin x its side on every edge
+    (serve.face_crop_margin); None if no face."""
     faces = _face_cascade().detectMultiScale(np.array(img.convert("L")), scaleFactor=1.1, minNeighbors=4,
                                              minSize=(24, 24))
     if len(faces) == 0:
@@ -98,14 +99,20 @@ def overlay(img: Image.Image, heat: np.ndarray) -> Image.Image:
 
 def predict(inputs: list[str], model: str | Path, band: float | None = None, explain_dir: str | Path | None = None,
             runtime: str = "torch", crop_faces: bool = False, progress: bool = True, batch_size: int | None = None,
-            repo: str | Path = ".", params: str | Path | None = None) -> list[dict[str, Any]]:
+            repo: str | Path = ".", params: str | Path | None = None,
+            face_margin: float | None = None) -> list[dict[str, Any]]:
     """One row per expanded input (path, fake_probability, label, uncertain, threshold, model_version, or
-    error); `model` is a folder or a registry ref. Images are scored batch_size at a time."""
+    error); `model` is a folder or a registry ref. Images are scored batch_size at a time. face_margin:
+    serve.face_crop_margin unless given."""
     from ..model.augment import to_input
     from ..model.scoring import TorchScorer
-    from .detector import Detector
+    from .detector import Detector, error_text
 
     det = Detector.load(model, runtime, band, batch_size, repo=repo, params=params)
+    if crop_faces and face_margin is None:
+        from ..core.params import load_params
+
+        face_margin = load_params(Path(params) if params else Path(repo) / "params.yaml").serve.face_crop_margin
     cam_model = (det.scorer if isinstance(det.scorer, TorchScorer) else TorchScorer(det.model_dir)).model \
         if explain_dir is not None else None
     if explain_dir is not None:
@@ -129,11 +136,11 @@ def predict(inputs: list[str], model: str | Path, band: float | None = None, exp
         row: dict[str, Any] = {"path": path}
         rows.append(row)
         try:
-            img = load_rgb(path)
+            img = decode_image(path, det.limits)
         except Exception as exc:  # noqa: BLE001 - one bad file must not stop the rest
-            row["error"] = f"{type(exc).__name__}: {exc}"
+            row["error"] = error_text(exc)
             continue
-        box = detect_face(img) if crop_faces else None
+        box = detect_face(img, face_margin) if crop_faces else None
         if box is not None:
             img = img.crop(box)
         if crop_faces:  # no face found: the whole image was scored, and the row says so

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import yaml
 
+from ..core.gitrev import GitError, file_at
+
 REF = re.compile(r"^(?P<name>[a-z][a-z0-9-]*)@(?P<spec>[A-Za-z0-9._+-]+)$")
 
 
@@ -31,8 +33,11 @@ def is_ref(text: str) -> bool:
 
 def artifact_path(repo: str | Path, name: str, rev: str | None = None) -> str:
     """The folder dvc.yaml declares for artifact `name` (at `rev`, or in the workspace)."""
-    text = (_git(repo, "show", f"{rev}:dvc.yaml") if rev else (Path(repo) / "dvc.yaml").read_text())
-    artifacts = (yaml.safe_load(text) or {}).get("artifacts") or {}
+    try:
+        text = file_at(rev, "dvc.yaml", repo) if rev else (Path(repo) / "dvc.yaml").read_text()
+    except GitError as exc:
+        raise RegistryError(str(exc)) from None
+    artifacts = (yaml.safe_load(text or "") or {}).get("artifacts") or {}
     if name not in artifacts:
         raise RegistryError(f"dvc.yaml{'@' + rev[:10] if rev else ''} declares no artifact {name!r}")
     return artifacts[name]["path"]
@@ -106,6 +111,21 @@ def _latest(repo: str | Path, name: str):
         return api.find_latest_version(str(repo), name)
     except ArtifactNotFound:  # no tag names it yet
         return None
+
+
+def version_at(repo: str | Path, name: str, commit: str, stage: str | None = None) -> dict[str, str | None] | None:
+    """The version of `name` registered at `commit` (and `stage` assigned to it, when asked), as `register`
+    returns it; None when that commit carries no version. Registration is then once per commit."""
+    tags = _git(repo, "tag", "--points-at", commit, "--list", f"{name}@v*").split()
+    if not tags:
+        return None
+    version = sorted(tags, key=lambda t: [int(x) for x in t.split("@v")[1].split(".")])[-1].split("@")[1]
+    if stage and not _git(repo, "tag", "--points-at", commit, "--list", f"{name}#{stage}#*").split():
+        from gto import api
+
+        api.assign(str(repo), name, stage, version=version, message=f"{name} {version} -> {stage}")
+    return {"name": name, "version": version, "commit": commit, "stage": stage,
+            "tags": f"{name}@{version}" + (f", {name}#{stage}#N" if stage else "")}
 
 
 def next_version(repo: str | Path, name: str) -> str:

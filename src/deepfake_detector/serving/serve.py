@@ -1,19 +1,24 @@
 """HTTP API for the detector (FastAPI + uvicorn), built on `Detector`.
 
     dfd serve --model artifacts/model --host 127.0.0.1 --port 8000      # or --model detector@prod
-    curl -F files=@a.jpg -F files=@b.png http://127.0.0.1:8000/predict
+    dfd serve keys add ci                                                # an API key, shown once
+    curl -H "X-API-Key: $KEY" -F files=@a.jpg -F files=@b.png http://127.0.0.1:8000/predict
 
-POST /predict (multipart, one or more `files` fields; `file` also accepted) -> {"model_version",
-"results": [one entry per file]}; GET /health; GET /model (version, threshold, val metrics: no paths).
-Limits, all from params.yaml `serve` (flags override) and validate.max_pixels:
-- the request body is counted as it arrives and refused with 413 past max_upload_mb, before the
-  multipart parser sees it (a declared Content-Length over the limit is refused without reading);
-- at most max_files files per request (413);
-- at most decode_workers decodes at once; the pixel cap is read from the header before decoding.
-Per file: 415 not an image (type sniffed from the bytes), 400 corrupt, 413 too many pixels, as an
-entry with `error` and `status`; the request itself answers 200 when any file was scored.
-Each scored file is appended to the request log (JSONL: time, sha256, bytes, probability, label,
-model_version; the image itself only with serve.log_images), which `dfd drift --current` reads.
+POST /predict (multipart, one or more `files` fields; `file` also accepted) -> {"model_version", "results": [one
+entry per file]}; GET /model (version, threshold, val metrics: no paths); GET /health; GET /metrics (Prometheus);
+GET /docs (Swagger UI served from the installed swagger-ui-bundle: it works offline).
+
+Before a byte of a body is read (serve.* in params.yaml; `Guard`): a browser Origin not in allowed_origins gets
+403; with api_keys_file, /predict and /model need a key (401). Bodies are read whole, up to max_upload_mb, before
+any parser sees them: a larger one gets 413, whatever it contains. Then, per request: at most max_files files
+(413); only serve.formats, named from the bytes (415 otherwise, EPS never reaches a decoder); all files' header
+pixels together under max_request_pixels (413 for the request, before any decode) and each under
+validate.max_pixels (413 for that file). Decoding runs in separate processes (decodepool.py) and a decode past
+decode_timeout_s is abandoned (503 for that file). Images of concurrent requests are scored together
+(batcher.py). The request itself answers 200 when any file was scored. Each scored file is appended to the
+request log (JSONL, rotated at request_log_max_mb: time, sha256, bytes, probability, label, key name,
+model_version; the image itself only with serve.log_images), which `dfd drift --current` and the
+`monitor-served` flow read.
 """
 
 from __future__ import annotations
@@ -22,171 +27,282 @@ import asyncio
 import hashlib
 import io
 import json
+import logging
+import logging.handlers
 import threading
 import time
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
-from PIL import Image
-from starlette.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from ..core.images import to_rgb, to_tensor
+from ..core.images import ImageRefused, open_image, sniff
+from ..core.params import ServeParams
+from .batcher import Batcher
+from .decodepool import DecodePool, DecodeTimeout
+from .keys import key_name, presented_key
 
-# magic numbers of the formats Pillow decodes for us
-SIGNATURES = {b"\xff\xd8\xff": "jpeg", b"\x89PNG\r\n\x1a\n": "png", b"GIF87a": "gif", b"GIF89a": "gif",
-              b"BM": "bmp", b"II*\x00": "tiff", b"MM\x00*": "tiff"}
-
-
-def sniff(data: bytes) -> "str | None":
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    return next((kind for sig, kind in SIGNATURES.items() if data.startswith(sig)), None)
+OPEN_PATHS = ("/health", "/metrics", "/docs", "/openapi.json", "/static/")  # no key needed
+STATUS = {"format": 415, "unknown": 415, "pixels": 413, "corrupt": 400}  # ImageRefused.kind -> per-file status
 
 
-class BodyLimit:
-    """ASGI middleware: 413 for a body over max_bytes, decided on Content-Length or while it streams in."""
+async def _answer(send, status: int, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
 
-    def __init__(self, app, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+
+class Guard:
+    """ASGI middleware, in front of everything: Origin (403), API key (401), whole-body limit (413)."""
+
+    def __init__(self, app, max_bytes: int, allowed_origins: tuple[str, ...], keys: dict[str, str] | None) -> None:
+        self.app, self.max_bytes, self.origins, self.keys = app, max_bytes, set(allowed_origins), keys
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        origin = headers.get(b"origin")
+        if origin is not None and origin.decode("latin-1") not in self.origins:
+            return await _answer(send, 403, "requests from this Origin are not allowed (serve.allowed_origins)")
+        if self.keys is not None and not scope["path"].startswith(OPEN_PATHS):
+            name = key_name(self.keys, presented_key(headers))
+            if name is None:
+                return await _answer(send, 401, "a valid API key is needed: `Authorization: Bearer KEY` or `X-API-Key: KEY`")
+            scope.setdefault("state", {})["key_name"] = name
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._refuse(send)
-        seen = 0
-
-        async def counted():
-            nonlocal seen
+            return await _answer(send, 413, f"request body larger than {self.max_bytes} bytes")
+        chunks, seen, more = [], 0, True
+        while more:  # the whole body, before any parser: the limit never races a parse error
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    scope["body_too_large"] = self.max_bytes  # for a handler whose parser swallows the raise
-                    raise _TooLarge
-            return message
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            seen += len(chunks[-1])
+            if seen > self.max_bytes:
+                return await _answer(send, 413, f"request body larger than {self.max_bytes} bytes")
+            more = message.get("more_body", False)
+        body, replayed = b"".join(chunks), False
 
-        try:
-            await self.app(scope, counted, send)
-        except _TooLarge:
-            await self._refuse(send)
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: wait for the disconnect like any app would
 
-    async def _refuse(self, send) -> None:
-        body = json.dumps({"error": f"request body larger than {self.max_bytes} bytes"}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    pass
+        return await self.app(scope, replay, send)
 
 
 class RequestLog:
-    """Appends one JSON line per scored image; keeps the bytes only when asked (log_images)."""
+    """One JSON line per scored image, rotated (logging's RotatingFileHandler); the image bytes only when asked."""
 
-    def __init__(self, path: str | Path | None, log_images: bool) -> None:
+    def __init__(self, path: str | Path | None, log_images: bool, max_mb: float, keep: int) -> None:
         self.path = Path(path) if path else None
         self.images = self.path.parent / "images" if self.path and log_images else None
         self.lock = threading.Lock()
+        self.logger = None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handler = logging.handlers.RotatingFileHandler(self.path, maxBytes=int(max_mb * 2**20), backupCount=keep)
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            self.logger = logging.Logger(f"dfd.requests.{id(self)}")  # not in the global logging tree
+            self.logger.addHandler(handler)
 
-    def write(self, data: bytes, result: dict) -> None:
-        if self.path is None:
+    def write(self, data: bytes, result: dict, key: str | None) -> None:
+        if self.logger is None:
             return
         sha = hashlib.sha256(data).hexdigest()
-        entry = {"time": round(time.time(), 3), "sha256": sha, "bytes": len(data),
-                 **{k: result.get(k) for k in ("fake_probability", "label", "uncertain", "model_version")}}
+        entry = {"time": round(time.time(), 3), "sha256": sha, "bytes": len(data), "key": key,
+                 **{k: result.get(k) for k in ("fake_probability", "label", "uncertain", "novelty", "unfamiliar",
+                                               "model_version")}}
         with self.lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.images is not None:
                 self.images.mkdir(parents=True, exist_ok=True)
                 (self.images / sha).write_bytes(data)
                 entry["image"] = f"images/{sha}"
-            with self.path.open("a") as fh:
-                fh.write(json.dumps(entry) + "\n")
+            self.logger.info(json.dumps(entry))
+
+    def close(self) -> None:
+        for handler in list(self.logger.handlers if self.logger else []):
+            handler.close()
 
 
-def create_app(detector, max_bytes: int, max_files: int, max_pixels: int, decode_workers: int,
-               request_log: str | Path | None = None, log_images: bool = False):
-    """The app for a loaded `Detector` (serving/detector.py)."""
-    decodes = asyncio.Semaphore(decode_workers)
-    model_lock = threading.Lock()  # one forward at a time: torch already uses every core
-    log = RequestLog(request_log, log_images)
-    app = FastAPI(title="deepfake-detector", version="0.2.0")
+def request_log_files(path: str | Path) -> list[Path]:
+    """The request log and its rotated files, oldest first (requests.jsonl.N ... .1, requests.jsonl)."""
+    path = Path(path)
+    old = sorted(path.parent.glob(path.name + ".*"), key=lambda p: -int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0)
+    return [p for p in old if p.suffix[1:].isdigit()] + ([path] if path.is_file() else [])
+
+
+def _metrics(registry, version: str, backend: str):
+    from prometheus_client import Counter, Gauge, Histogram
+
+    info = Gauge("dfd_model_info", "The served model (value 1)", ["model_version", "backend"], registry=registry)
+    info.labels(version, backend).set(1)
+    return {
+        "requests": Counter("dfd_requests_total", "Requests by endpoint and status", ["endpoint", "status"],
+                            registry=registry),
+        "images": Counter("dfd_images_total", "Images by status (200 scored, 4xx/5xx refused)", ["status"],
+                          registry=registry),
+        "latency": Histogram("dfd_request_seconds", "Request latency of /predict", registry=registry,
+                             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)),
+        "batch": Histogram("dfd_batch_size", "Images per forward pass", registry=registry,
+                           buckets=(1, 2, 4, 8, 16, 32, 64, 128)),
+        "refusals": Counter("dfd_decode_refusals_total", "Files refused before or while decoding, by reason",
+                            ["reason"], registry=registry),
+    }
+
+
+def build_server_app(model: str, s: ServeParams, limits, request_log: str | None = None):
+    """What `dfd serve` runs: the Detector for `model` (folder or registry ref) on serve.backend (an ONNX export is
+    written next to the folder's other files when missing), the keys file, and the app."""
+    from .detector import Detector
+    from .keys import load_keys
+
+    if s.backend == "onnx":
+        from .registry import is_ref, resolve
+
+        folder = resolve(model, ".")[0] if is_ref(model) and not Path(model).exists() else Path(model)
+        if not (folder / "detector.onnx").is_file():
+            from .export import export_onnx
+
+            export_onnx(folder, folder / "detector.onnx")
+    det = Detector.load(model, runtime=s.backend, band=s.uncertainty_band, batch_size=s.batch_size, limits=limits)
+    keys = load_keys(s.api_keys_file) if s.api_keys_file else None
+    return create_app(det, s, request_log, keys)
+
+
+def create_app(detector, s: ServeParams, request_log: str | Path | None = None, keys: dict[str, str] | None = None):
+    """The app for a loaded `Detector` (serving/detector.py); request_log overrides s.request_log ("" = off);
+    keys: {sha256: name} from serve.api_keys_file (None = no keys)."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+    from swagger_ui_bundle import swagger_ui_path
+
+    from ..core.version import __version__
+
+    limits = detector.limits
+    log = RequestLog(s.request_log if request_log is None else request_log, s.log_images, s.request_log_max_mb,
+                     s.request_log_keep)
+    registry = CollectorRegistry()
+    m = _metrics(registry, detector.version, detector.runtime)
+    pool = DecodePool(s.decode_workers, limits, detector.image_size, s.decode_timeout_s)
+    batcher = Batcher(detector.score_tensor, s.batch_size if s.batching else 1 << 30,
+                      s.max_wait_ms if s.batching else 0, on_batch=lambda n: m["batch"].observe(n))
+    solo = asyncio.Lock()  # batching off: one request's images per forward pass, one pass at a time
+
+    async def score(images):
+        import torch
+
+        if s.batching:
+            return await batcher.score(images)
+        async with solo:
+            m["batch"].observe(len(images))
+            return await asyncio.to_thread(detector.score_tensor, torch.stack(images))
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        yield
+        pool.close(), batcher.close(), log.close()
+
+    app = FastAPI(title="deepfake-detector", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan)
+    app.mount("/static/swagger", StaticFiles(directory=str(swagger_ui_path)), name="swagger")
 
     def error(status: int, message: str) -> JSONResponse:
-        close = {"connection": "close"} if status == 413 else None  # stop reading an oversized body
-        return JSONResponse(status_code=status, content={"error": message}, headers=close)
+        return JSONResponse(status_code=status, content={"error": message})
 
     @app.get("/health")
-    def health() -> dict:
+    async def health() -> dict:
         return {"status": "ok", "model_version": detector.version}
 
     @app.get("/model")
     def model_info() -> dict:
         return detector.info()
 
-    def decode(data: bytes, kind: str):
-        """bytes -> uint8 tensor at the model size, or (status, message)."""
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="deepfake-detector API",
+                                   swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+                                   swagger_css_url="/static/swagger/swagger-ui.css",
+                                   swagger_favicon_url="/static/swagger/favicon-32x32.png")
+
+    def headers_of(data: bytes) -> tuple[int, str | None]:
+        """(header pixels, None) or (0, refusal): the header only, nothing decoded."""
         try:
-            with Image.open(io.BytesIO(data)) as img:
-                if img.width * img.height > max_pixels:  # header only: nothing decoded yet
-                    return 413, f"image of {img.width}x{img.height} pixels exceeds the {max_pixels}-pixel cap"
-                img.load()
-                return to_tensor(to_rgb(img), detector.image_size)
-        except Image.DecompressionBombError as exc:
-            return 413, f"decompression bomb refused: {exc}"
-        except Exception as exc:  # noqa: BLE001 - corrupt upload
-            return 400, f"corrupt {kind} image: {type(exc).__name__}: {exc}"
-
-    def score(tensors):
-        import torch
-
-        with model_lock:
-            return detector.predict_tensor(torch.stack(tensors))
+            with open_image(io.BytesIO(data), limits) as img:
+                return img.width * img.height, None
+        except ImageRefused as exc:
+            return 0, exc
 
     @app.post("/predict")
     async def predict(request: Request):
+        t0 = time.perf_counter()
+        response = await _predict(request)
+        m["requests"].labels("/predict", str(response.status_code)).inc()
+        m["latency"].observe(time.perf_counter() - t0)
+        return response
+
+    async def _predict(request: Request) -> JSONResponse:
         try:
-            form = await request.form(max_files=max_files)
+            form = await request.form(max_files=s.max_files)
         except Exception as exc:  # noqa: BLE001 - starlette's parser errors (too many files/fields, bad body)
-            if request.scope.get("body_too_large"):
-                return error(413, f"request body larger than {request.scope['body_too_large']} bytes")
             if "Too many files" in str(getattr(exc, "detail", exc)):
-                return error(413, f"more than {max_files} files in one request; at most {max_files}")
-            return error(400, f"unreadable multipart body: {getattr(exc, 'detail', exc)}")
+                return error(413, f"more than {s.max_files} files in one request; at most {s.max_files}")
+            return error(400, "unreadable multipart body: send multipart/form-data with `files` fields")
         uploads = [v for k, v in form.multi_items() if k in ("files", "file") and hasattr(v, "read")]
         if not uploads:
             return error(422, "no files: send one or more multipart fields named `files`")
-        results: list[dict] = []
-        pending = []
+        key = request.scope.get("state", {}).get("key_name")
+        results, datas, pixels = [], [], 0
         for up in uploads:
             data = await up.read()
-            kind = sniff(data)
-            entry = {"filename": up.filename, "detected_type": kind}
-            if kind is None:
-                results.append({**entry, "status": 415, "error": "not an image (JPEG, PNG, GIF, BMP, TIFF or "
-                                                                 "WebP expected; detected from content)"})
-                continue
-            async with decodes:
-                out = await run_in_threadpool(decode, data, kind)
-            if isinstance(out, tuple):
-                results.append({**entry, "status": out[0], "error": out[1]})
-                continue
+            kind = sniff(data[:16])
+            entry = {"filename": up.filename, "detected_type": kind.lower() if kind else None}
+            n, refused = headers_of(data)
+            if refused is not None:
+                entry.update(status=STATUS[refused.kind], error=str(refused))
+                m["refusals"].labels(refused.kind).inc()
+            pixels += n
             results.append(entry)
-            pending.append((len(results) - 1, data, out))
-        if pending:
-            probs = await run_in_threadpool(score, [t for _, _, t in pending])
-            for (i, data, _), prob in zip(pending, probs):
-                results[i].update({"status": 200, **detector.result(prob, results[i]["filename"] or "").to_dict()})
-                results[i].pop("source", None)
-                log.write(data, results[i])
-        status = 200 if pending else max(r["status"] for r in results)
+            datas.append(data)
+        if pixels > s.max_request_pixels:
+            m["refusals"].labels("request_pixels").inc()
+            return error(413, f"the files of this request hold {pixels} pixels together, over "
+                              f"serve.max_request_pixels ({s.max_request_pixels}): send fewer or smaller images")
+        todo = [i for i, r in enumerate(results) if "status" not in r]
+        decoded = await asyncio.gather(*(pool.decode(datas[i]) for i in todo), return_exceptions=True)
+        images, rows = [], []
+        for i, out in zip(todo, decoded):
+            if isinstance(out, (ImageRefused, DecodeTimeout)):
+                status, reason = (503, "timeout") if isinstance(out, DecodeTimeout) else (STATUS[out.kind], out.kind)
+                results[i].update(status=status, error=str(out))
+                m["refusals"].labels(reason).inc()
+            elif isinstance(out, BaseException):
+                raise out
+            else:
+                import torch
+
+                images.append(torch.from_numpy(out.copy()).permute(2, 0, 1))
+                rows.append(i)
+        for i, scored in zip(rows, await score(images) if images else []):
+            results[i].update({"status": 200, **detector.result(*scored, results[i]["filename"] or "").to_dict()})
+            results[i].pop("source", None)
+            log.write(datas[i], results[i], key)
+        for r in results:
+            m["images"].labels(str(r["status"])).inc()
+        status = 200 if rows else max(r["status"] for r in results)
         body = {"model_version": detector.version, "results": results}
-        if len(uploads) == 1 and not pending:
+        if len(uploads) == 1 and not rows:
             body["error"] = results[0]["error"]
         return JSONResponse(status_code=status, content=body)
 
-    return BodyLimit(app, max_bytes)
+    return Guard(app, int(s.max_upload_mb * 2**20), tuple(s.allowed_origins), keys)
