@@ -4,6 +4,7 @@
     scorer = load_scorer("artifacts/model", runtime="onnx")    # detector.onnx -> OnnxScorer
     scorer = load_scorer("artifacts/baselines/spectrum_lr")    # spectrum.json -> SpectrumScorer
     probs = scorer.predict(images_uint8)                       # (N,) in [0, 1]
+    probs, novelty = scorer.score(images_uint8)                # novelty None when the model stores none
     emb, probs = scorer.embed(images_uint8)                    # (N, D) pre-logit embeddings (torch)
     verdict(prob, scorer.threshold, band=0.1)                  # {"label": "fake", "uncertain": False}
 
@@ -33,6 +34,17 @@ class Scorer(Protocol):
     threshold: float
 
     def predict(self, images: torch.Tensor) -> np.ndarray: ...
+
+    def score(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]: ...
+
+
+class _NoNovelty:
+    """Scorers whose model stores no novelty score (baselines, models trained before it existed)."""
+
+    novelty_threshold: float | None = None
+
+    def score(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        return self.predict(images), None
 
 
 def verdict(prob: float, threshold: float, band: float) -> dict:
@@ -71,7 +83,8 @@ def embed_logits(model: torch.nn.Module, images: torch.Tensor, size: int,
 
 class TorchScorer:
     """detector.pt (architecture from its stored config); `.model` is there for Grad-CAM. Probabilities go
-    through the Platt scaling stored with the model (`calibration`, fitted on val by `train`)."""
+    through the Platt scaling stored with the model (`calibration`, fitted on val by `train`); `score` adds the
+    novelty of each image when the model stores a novelty model (model/novelty.py)."""
 
     def __init__(self, model_dir: str | Path, device: str = "cpu") -> None:
         from .checkpoint import load_detector
@@ -83,9 +96,20 @@ class TorchScorer:
         self.image_size = int(self.info["image_size"])
         self.threshold = float(self.info["threshold"])
         self.calibration = self.info.get("calibration")  # models trained before calibration: plain sigmoid
+        self.novelty = self.info.get("novelty")
+        self.novelty_threshold = None if self.novelty is None else float(self.novelty["threshold"])
 
     def predict(self, images: torch.Tensor) -> np.ndarray:
         return calibrated(self.logits(images), self.calibration)
+
+    def score(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        """(calibrated fake probabilities, novelty or None), from one forward pass."""
+        if self.novelty is None:
+            return self.predict(images), None
+        from .novelty import embedding, novelty_scores
+
+        feats, logits = embedding(self.model, images, self.image_size)
+        return calibrated(logits, self.calibration), novelty_scores(feats, self.novelty)
 
     def logits(self, images: torch.Tensor) -> np.ndarray:
         return predict_logits(self.model, images, self.image_size, self.device, channels_last=True)
@@ -96,7 +120,8 @@ class TorchScorer:
 
 
 class OnnxScorer:
-    """The exported detector (`dfd export --onnx`) through ONNX Runtime on CPU; logits only."""
+    """The exported detector (`dfd export --onnx`) through ONNX Runtime on CPU: logits, and the embedding the
+    novelty score needs (output `features`)."""
 
     def __init__(self, model_dir: str | Path, onnx_path: str | Path | None = None) -> None:
         import onnxruntime as ort
@@ -107,14 +132,24 @@ class OnnxScorer:
         self.name = Path(model_dir).name
         self.image_size, self.threshold = int(info["image_size"]), float(info["threshold"])
         self.calibration = info.get("calibration")
+        self.novelty = info.get("novelty")
+        self.novelty_threshold = None if self.novelty is None else float(self.novelty["threshold"])
         path = Path(onnx_path) if onnx_path else Path(model_dir) / "detector.onnx"
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: run `dfd export {model_dir} --onnx` first")
         self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
     def predict(self, images: torch.Tensor) -> np.ndarray:
-        x = to_input(images, self.image_size).numpy()
-        return calibrated(self.session.run(None, {"image": x})[0], self.calibration)
+        return self.score(images)[0]
+
+    def score(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        outputs = self.session.run(None, {"image": to_input(images, self.image_size).numpy()})
+        probs = calibrated(outputs[0], self.calibration)
+        if self.novelty is None or len(outputs) < 2:  # no novelty model, or an export from before it
+            return probs, None
+        from .novelty import novelty_scores
+
+        return probs, novelty_scores(outputs[1], self.novelty)
 
     def embed(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError("the ONNX export holds logits only: use the torch runtime for embeddings")
@@ -128,11 +163,21 @@ def spectrum_features(images: torch.Tensor) -> np.ndarray:
     return np.stack([radial_spectrum(g, SPECTRUM_LR_BINS) for g in gray])
 
 
-class JsonLogisticScorer:
+class JsonLogisticScorer(_NoNovelty):
     """Features + standardisation + logistic regression, stored as JSON (no pickle). Subclasses say
-    which file and which features."""
+    which file and which features (and what the file says about them: DESCRIBE)."""
 
     FILE = ""
+    DESCRIBE: dict = {}
+
+    @classmethod
+    def save(cls, out_dir: Path, size: int, threshold: float, scaler, lr) -> None:
+        """The one writer of these files: input size, threshold, scaler and coefficients."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / cls.FILE).write_text(json.dumps({
+            "image_size": size, "threshold": threshold, **cls.DESCRIBE,
+            "mean": scaler.mean_.tolist(), "scale": scaler.scale_.tolist(),
+            "coef": lr.coef_[0].tolist(), "intercept": float(lr.intercept_[0])}, indent=1))
 
     def __init__(self, model_dir: str | Path) -> None:
         cfg = json.loads((Path(model_dir) / self.FILE).read_text())
@@ -153,6 +198,7 @@ class SpectrumScorer(JsonLogisticScorer):
     """FFT radial spectrum + standardisation + logistic regression."""
 
     FILE = "spectrum.json"
+    DESCRIBE = {"bins": SPECTRUM_LR_BINS}
 
     def features(self, images: torch.Tensor) -> np.ndarray:
         return spectrum_features(images)
@@ -162,19 +208,12 @@ class ProbeScorer(JsonLogisticScorer):
     """Scores uint8 images with the stored probe (probe.json: size, threshold, scaler, coefficients)."""
 
     FILE = "probe.json"
+    DESCRIBE = {"features": "efficientnet_lite0 imagenet, pooled taps"}
 
     def features(self, images: torch.Tensor) -> np.ndarray:
         from .probe import frozen_features
 
         return frozen_features(images, self.image_size)
-
-    @staticmethod
-    def save(out_dir: Path, size: int, threshold: float, scaler, lr) -> None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / ProbeScorer.FILE).write_text(json.dumps({
-            "image_size": size, "threshold": threshold, "features": "efficientnet_lite0 imagenet, pooled taps",
-            "mean": scaler.mean_.tolist(), "scale": scaler.scale_.tolist(),
-            "coef": lr.coef_[0].tolist(), "intercept": float(lr.intercept_[0])}))
 
 
 def load_scorer(model_dir: str | Path, device: str = "cpu", runtime: str = "torch") -> Scorer:
