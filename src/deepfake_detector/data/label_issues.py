@@ -1,12 +1,16 @@
-"""Likely-mislabeled images by confident learning (cleanlab) on frozen pretrained embeddings.
+"""Likely-mislabeled images: two judges, one rule.
 
-Out-of-fold probabilities from a logistic regression on per-file features (frozen ImageNet
-embeddings, computed by the model layer's `model.embeddings.embed_files` and handed in by the
-caller, or the cheap colour/spectrum statistics of `data.features`); cleanlab's `find_label_issues`
-ranks the suspects; a file is flagged only if cleanlab flags it AND the model's probability for
-its given label is below `min_self_confidence`. Without the weights package the cheap colour/spectrum
-features (`features.cheap_features`, held-out AUC ~0.6 on faces-a) are the fallback, and the
-validation metrics say which features were used.
+An image is a label issue when a judge gives its own label a probability below
+`validate.label_issue.max_label_probability`:
+- the out-of-fold judge (a first dataset): a logistic regression on per-file features (frozen ImageNet
+  embeddings, computed by the model layer's `model.embeddings.embed_files` and handed in by the caller, or the
+  cheap colour/spectrum statistics of `data.features` without the weights package), each file scored by the
+  model of the folds it was not in;
+- a trained model (`dfd validate --label-judge MODEL`, and the champion in the retrain flow for landed batches):
+  its calibrated fake probability, handed in by the caller (this layer does not import models).
+Flagged files are removed from the cleaned dataset only with `validate.label_issue.remove`; either way they are
+listed (label_issues.csv) and shown (label_issues.html) with their probability, so a person can put one back.
+Measured in docs/validation.md (benchmarks/label_flips.py).
 """
 
 from __future__ import annotations
@@ -14,49 +18,78 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+
+from ..core.params import LabelIssueParams
 
 
-def find_label_issues(features: np.ndarray, labels: np.ndarray, folds: int,
-                      min_self_confidence: float, seed: int, c: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Return (flag per row, out-of-fold probability of the given label per row)."""
-    from cleanlab.filter import find_label_issues as cl_find
+def out_of_fold(features: np.ndarray, labels: np.ndarray, folds: int, seed: int, c: float) -> np.ndarray:
+    """Each row's probability of its given label from the logistic regression fitted on the other folds
+    (NaN for all when a class has fewer rows than folds)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     n = len(labels)
-    counts = np.bincount(labels, minlength=2)
-    if n == 0 or counts.min() < folds:
-        return np.zeros(n, bool), np.full(n, np.nan)
+    if n == 0 or np.bincount(labels, minlength=2).min() < folds:
+        return np.full(n, np.nan)
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, C=c))
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     probs = cross_val_predict(model, features, labels, cv=cv, method="predict_proba")
-    self_conf = probs[np.arange(n), labels]
-    flags = cl_find(labels=labels, pred_probs=probs) & (self_conf < min_self_confidence)
-    return flags, self_conf
+    return probs[np.arange(n), labels]
+
+
+def flag_label_issues(frame: pd.DataFrame, lp: LabelIssueParams, seed: int, embeddings: np.ndarray | None = None,
+                      judged: np.ndarray | None = None) -> pd.DataFrame:
+    """Add label_issue, label_confidence (p(given label)) and the judge's word to `detail` (rows that are
+    not duplicates or conflicts and decode). judged: a model's fake probability per row, else the out-of-fold judge."""
+    frame["label_issue"] = False
+    frame["label_confidence"] = np.nan
+    usable = frame["decodes"].fillna(False).astype(bool) & ~frame["is_duplicate"] & ~frame["conflicting_label"]
+    fake = (frame["label"] == "fake").to_numpy()
+    if judged is not None:
+        conf = np.where(fake, judged, 1 - np.asarray(judged, float))
+        judge = "the model judge"
+    else:
+        usable &= frame["features"].map(lambda f: isinstance(f, list))
+        if embeddings is not None:
+            usable &= pd.Series(np.isfinite(embeddings).all(1), index=frame.index)
+        conf = np.full(len(frame), np.nan)
+        if usable.any():
+            feats = (embeddings[usable.to_numpy()] if embeddings is not None
+                     else np.array(frame.loc[usable, "features"].tolist(), dtype=np.float64))
+            conf[usable.to_numpy()] = out_of_fold(feats, fake[usable.to_numpy()].astype(int), lp.folds, seed,
+                                                  lp.c if embeddings is not None else 1.0)
+        judge = "out-of-fold"
+    usable &= np.isfinite(conf)
+    frame.loc[usable, "label_confidence"] = conf[usable.to_numpy()]
+    frame["label_issue"] = usable & (frame["label_confidence"] < lp.max_label_probability)
+    for i in frame.index[frame["label_issue"] & (frame["detail"] == "")]:
+        frame.at[i, "detail"] = f"p(given label)={frame.at[i, 'label_confidence']:.3f} ({judge})"
+    return frame
 
 
 def thumbnails_html(rows: list[dict], data_dir: Path, out: Path, method: str, removed: bool,
-                    limit: int = 60) -> None:
+                    limits: "DecodeLimits", limit: int = 60) -> None:
     """A self-contained page (inline PNG thumbnails, no network) of the top flagged images: given label,
     p(given label), and what happened to each file (removed from the cleaned dataset, or kept)."""
     import base64
     import html
     import io
 
-    from ..core.images import load_rgb
+    from ..core.images import decode_image
 
     action = "<b>removed</b> from the cleaned dataset" if removed else "kept (flag only)"
     cells = []
     for r in rows[:limit]:
         try:
-            img = load_rgb(data_dir / r["path"])
+            img = decode_image(data_dir / r["path"], limits)
             img.thumbnail((128, 128))
             buf = io.BytesIO()
             img.save(buf, "PNG")
             src = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-        except OSError:
+        except (OSError, ValueError):  # ImageRefused is a ValueError
             src = ""
         cells.append(f'<figure><img src="{src}" alt=""><figcaption>#{r["rank"]} {html.escape(r["path"])}<br>'
                      f'labelled <b>{r["label"]}</b>, p(label) = {r["label_confidence"]:.3f}<br>{action}'
