@@ -1,24 +1,33 @@
-"""Finding the champion for the retrain gate: the base commit's model, or a workspace model that
-provably stands in for it. No ML here: git, DVC and lock-file comparisons.
+"""Finding the champion for the retrain gate, and the commit a run starts from. No ML here: git, GTO, DVC and
+lock-file comparisons.
 
-    champion, error, source = find_champion(repo, base, dest)
+    prod = production(repo)                          # {"version", "commit"} of detector@prod, or None
+    base, why = choose_base(repo, prod)              # prod's commit when main does not contain it, else HEAD
+    champion, error, source = find_champion(repo, base, dest, prod)
 
-1. `dvc get <model> --rev <base>` from the DVC cache or remote: the base commit's own model.
+The champion is the registry's `prod` model, whichever commit holds it. With no `prod`, it is the base commit's
+model. Either way:
+1. `dvc get <model> --rev <commit>` from the DVC cache or remote: that commit's own model.
 2. When that model is in no cache or remote (e.g. a fresh clone whose `make repro` ran on another
    CPU, so the rebuilt model has other bytes than the committed dvc.lock names), the workspace model
    is the champion if it was built from the same inputs: for `train` and every stage upstream of
-   it, the workspace dvc.lock's deps (paths + hashes) and params equal the base commit's, and
+   it, the workspace dvc.lock's deps (paths + hashes) and params equal that commit's, and
    `dvc status train` says the workspace files match the workspace dvc.lock.
 3. Otherwise the gate refuses, and the error names the fix (`dvc pull`, or commit the new dvc.lock).
+"First model" (no champion) only when there is no `prod` and the base commit has no dvc.lock or no `train`
+stage in it; a base commit whose lock cannot be read, or whose train stage lacks the model dvc.yaml names, is an
+error: never a promotion by failure.
 """
 
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import yaml
 
+from deepfake_detector.core.gitrev import GitError, file_at
 from flows.common import FlowError, model_and_splits, sh
 
 
@@ -77,20 +86,56 @@ def _out_hash(lock: dict, stage: str, path: str) -> str | None:
     return None
 
 
-def find_champion(repo: str, base: str, dest: Path) -> tuple[str | None, str | None, str | None]:
-    """(model dir, None, source) | (None, None, None) when the base commit has no trained model |
-    (None, error naming the fix, None) when it has one that cannot be had."""
+def production(repo: str) -> dict | None:
+    """The registry's `prod` model: {"version", "commit"}, or None when no version holds the stage."""
+    from deepfake_detector.serving.registry import RegistryError, find_version
+
     try:
-        base_lock = yaml.safe_load(sh(["git", "show", f"{base}:dvc.lock"], repo)) or {}
-    except FlowError:
-        return None, None, None
+        version, commit = find_version(repo, "detector", "prod")
+    except RegistryError:
+        return None
+    return {"version": version, "commit": commit}
+
+
+def choose_base(repo: str, prod: dict | None) -> tuple[str, str]:
+    """(commit to start from, why): HEAD, unless `prod` sits on a commit that HEAD does not contain (a promoted
+    branch not merged yet): then that commit, so the promoted batches stay in the data."""
+    head = sh(["git", "rev-parse", "HEAD"], repo).strip()
+    if prod is None:
+        return head, "HEAD: the registry has no prod model yet"
+    contained = subprocess.run(["git", "merge-base", "--is-ancestor", prod["commit"], head], cwd=repo,
+                               capture_output=True).returncode == 0
+    if contained:
+        return head, f"HEAD, which contains prod {prod['version']}"
+    ahead = sh(["git", "rev-list", "--count", f"{prod['commit']}..{head}"], repo).strip()
+    return prod["commit"], (f"the commit of prod {prod['version']}, not merged into HEAD yet (HEAD has {ahead} "
+                            "commit(s) it lacks: merge its branch to bring them together)")
+
+
+def find_champion(repo: str, base: str, dest: Path, prod: dict | None = None
+                  ) -> tuple[str | None, str | None, str | None]:
+    """(model dir, None, source) | (None, None, None): first model, no prod and no trained model on the base
+    commit | (None, error naming the fix, None)."""
     model_dir, _ = model_and_splits(repo)
+    commit = prod["commit"] if prod else base
+    what = f"prod {prod['version']} (commit {commit[:10]})" if prod else f"base commit {commit[:10]}"
+    try:
+        text = file_at(commit, "dvc.lock", repo)
+    except GitError as exc:
+        return None, f"{what}: {exc}", None
+    stages = ((yaml.safe_load(text) or {}) if text else {}).get("stages") or {}
+    if "train" not in stages:
+        if prod:
+            return None, f"{what} has no trained model in its dvc.lock: the registry names a commit without one", None
+        return None, None, None  # the first model of this project
+    base_lock = {"stages": stages}
     md5 = _out_hash(base_lock, "train", model_dir)
     if md5 is None:
-        return None, None, None
+        return None, (f"{what}'s dvc.lock trains no {model_dir} (dvc.yaml names it as the model): cannot tell "
+                      "which model is the champion"), None
     try:
-        sh(["dvc", "get", repo, model_dir, "--rev", base, "-o", str(dest)], repo)
-        return str(dest), None, f"base commit {base[:10]} ({model_dir} {md5}, from the DVC cache or remote)"
+        sh(["dvc", "get", repo, model_dir, "--rev", commit, "-o", str(dest)], repo)
+        return str(dest), None, f"{what} ({model_dir} {md5}, from the DVC cache or remote)"
     except FlowError as exc:
         lines = [ln for ln in str(exc).splitlines() if "ERROR" in ln] or str(exc).strip().splitlines()[-1:]
         fetch_error = lines[0][-200:]
@@ -98,14 +143,14 @@ def find_champion(repo: str, base: str, dest: Path) -> tuple[str | None, str | N
     work_lock = yaml.safe_load(lock_file.read_text()) or {} if lock_file.is_file() else {}
     why = input_differences(base_lock, work_lock) or _stale(repo, model_dir)
     if why:
-        return None, (f"the base commit {base[:10]}'s model ({model_dir} {md5}) is in no DVC cache or remote "
+        return None, (f"{what}'s model ({model_dir} {md5}) is in no DVC cache or remote "
                       f"({fetch_error}), and the workspace model cannot stand in: {'; '.join(why[:5])}. "
                       "Fix: `dvc pull` from the remote that holds it, or run `dvc repro` and commit the new "
                       "dvc.lock so that its model becomes the champion"), None
     shutil.copytree(Path(repo) / model_dir, dest)
     return str(dest), None, (f"workspace {model_dir} ({_out_hash(work_lock, 'train', model_dir)}): built from the "
-                             f"same inputs as base commit {base[:10]} (deps and params of train and every stage "
-                             f"upstream match its dvc.lock), whose own model {md5} is in no DVC cache or remote")
+                             f"same inputs as {what} (deps and params of train and every stage upstream match its "
+                             f"dvc.lock), whose own model {md5} is in no DVC cache or remote")
 
 
 def seen_from_base_splits(repo: str, base: str, dest: Path) -> set[str] | None:

@@ -1,4 +1,4 @@
-"""Small helpers shared by the flows: running commands, reading stage metrics, the repo lock."""
+"""Small helpers shared by the flows: running commands, reading dvc.yaml stages and their metrics."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -78,51 +77,6 @@ def model_and_splits(repo: str | Path) -> tuple[str, str]:
     return model, splits
 
 
-PARTIAL_SUFFIXES = (".part", ".tmp", ".partial", ".crdownload", ".download", ".filepart")
-
-
-def settled_landing(landing: Path, settle_s: float, now: float | None = None) -> tuple[list[str], list[dict]]:
-    """(ready, left): the landed files (paths relative to landing, under real/ or fake/) a run may
-    take, and those it leaves for the next one, each with why: hidden files and folders (.DS_Store,
-    rsync's .name.XXXXXX), partial uploads (*.part, *.tmp, ...), files modified less than settle_s
-    seconds ago (still being written), files outside real/ and fake/. Nothing is moved; a missing
-    folder has nothing ready."""
-    now = time.time() if now is None else now
-    ready, left = [], []
-    if not landing.is_dir():
-        return ready, left
-    for path in sorted(p for p in landing.rglob("*") if p.is_file() or p.is_symlink()):
-        rel = path.relative_to(landing)
-        age = now - path.lstat().st_mtime
-        if any(part.startswith(".") for part in rel.parts):
-            why = "hidden file"
-        elif path.name.lower().endswith(PARTIAL_SUFFIXES):
-            why = "partial upload"
-        elif rel.parts[0] not in ("real", "fake") or len(rel.parts) < 2:
-            why = "not under real/ or fake/"
-        elif age < settle_s:
-            why = f"modified {max(age, 0):.0f} s ago (< flows.landing_settle_s {settle_s:g}): may still be arriving"
-        else:
-            ready.append(rel.as_posix())
-            continue
-        left.append({"path": rel.as_posix(), "why": why})
-    return ready, left
-
-
-def stage_files(landing: Path, rels: list[str], dest: Path) -> Path:
-    """dest/<rel> hard links (copies across file systems) to landing/<rel>: a folder holding only the
-    ready files, for the stages to read. landing/ is not touched."""
-    import shutil
-
-    for rel in rels:
-        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(landing / rel, dest / rel, follow_symlinks=False)  # a symlink stays one (validation rejects it)
-        except OSError:
-            shutil.copy2(landing / rel, dest / rel)
-    return dest
-
-
 def read_metrics(repo: str | Path, rel: str) -> dict:
     path = Path(repo) / rel
     return json.loads(path.read_text()) if path.is_file() else {}
@@ -134,24 +88,6 @@ def metrics_markdown(title: str, metrics: dict) -> str:
         if isinstance(value, (int, float, bool, str)) or value is None:
             rows.append(f"| {key} | {value} |")
     return "\n".join(rows) + "\n"
-
-
-@contextmanager
-def repo_lock(repo: str | Path, name: str = "dfd-retrain.lock"):
-    """One retraining at a time per repo: a second run is refused with a clear error."""
-    path = Path(repo) / ".dvc" / "tmp" / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        raise FlowError(f"another retraining run holds {path} (pid {path.read_text().strip() or '?'}); "
-                        "refusing to run two at once. Delete the file if that run is dead.") from None
-    os.write(fd, str(os.getpid()).encode())
-    os.close(fd)
-    try:
-        yield
-    finally:
-        path.unlink(missing_ok=True)
 
 
 def wait_healthy(api_url: str, timeout_s: float = 90.0) -> None:

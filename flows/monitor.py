@@ -16,7 +16,9 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
 from deepfake_detector.core.params import load_params
-from flows.common import FlowError, metrics_markdown, settled_landing, sh, stage_files, stage_option
+from deepfake_detector.serving.serve import request_log_files
+from flows.common import FlowError, metrics_markdown, sh, stage_option
+from flows.landing import settled_landing, stage
 from flows.retrain import retrain
 
 
@@ -45,7 +47,8 @@ def monitor(repo: str = ".", retrain_on_drift: bool = True) -> dict:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     staged = Path(repo) / ".dvc" / "tmp" / f"monitor-{stamp}"
     try:  # only settled files: hidden, partial and still-arriving ones wait for the next run
-        m = drift_check(repo, stage_files(landing, ready, staged), Path(repo) / "monitoring" / stamp)
+        stage(landing, ready, staged, int(load_params(Path(repo) / "params.yaml").validate_.max_file_mb * 2**20))
+        m = drift_check(repo, staged, Path(repo) / "monitoring" / stamp)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     drifted = bool(m["dataset_drift"] or m.get("embedding_drift"))
@@ -65,7 +68,7 @@ def monitor_served(repo: str = ".") -> dict:
     if not s.request_log:
         return {"drift": None, "reason": "serve.request_log is off"}
     log = Path(repo) / s.request_log
-    entries = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+    entries = [json.loads(line) for f in request_log_files(log) for line in f.read_text().splitlines() if line]
     images = log.parent / "images"
     kept = [e for e in entries if e.get("image") and (log.parent / e["image"]).is_file()]
     if not kept:
@@ -74,9 +77,12 @@ def monitor_served(repo: str = ".") -> dict:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     m = drift_check(repo, images, Path(repo) / "monitoring" / f"served-{stamp}", "served traffic")
     fake_share = sum(e.get("label") == "fake" for e in entries) / len(entries)
+    judged = [e for e in entries if e.get("unfamiliar") is not None]  # models with a novelty score
+    unfamiliar = round(sum(bool(e["unfamiliar"]) for e in judged) / len(judged), 4) if judged else None
     return {"drift": bool(m["dataset_drift"] or m.get("embedding_drift")), "drift_share": m["drift_share"],
             "embedding_drift_score": m["embedding_drift_score"], "served": len(entries), "images": len(kept),
-            "served_fake_share": round(fake_share, 4), "report": f"monitoring/served-{stamp}/report.html"}
+            "served_fake_share": round(fake_share, 4), "served_unfamiliar_share": unfamiliar,
+            "report": f"monitoring/served-{stamp}/report.html"}
 
 
 if __name__ == "__main__":

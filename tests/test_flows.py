@@ -14,10 +14,10 @@ import pytest
 import yaml
 from PIL import Image, ImageFilter
 
-from conftest import REPO, free_port, run
+from conftest import LIMITS, REPO, clone_project, free_port, run
 from deepfake_detector.data.demo import make_demo
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
+pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 
 
 def _land(project: Path, seed: int, per_class: int = 4, corrupt: bool = True, degrade: bool = False) -> Path:
@@ -34,14 +34,6 @@ def _land(project: Path, seed: int, per_class: int = 4, corrupt: bool = True, de
     return landing
 
 
-def _clone(project: Path, dest: Path) -> Path:
-    """A clone of the project sharing its DVC cache, outputs checked out: a test may change its history."""
-    run(["git", "clone", "-q", str(project), str(dest)], project.parent)
-    run(["dvc", "cache", "dir", "--local", str(project / ".dvc/cache")], dest)
-    run(["dvc", "checkout", "-q"], dest)
-    return dest
-
-
 def _set_params(project: Path, **sections: dict) -> None:
     params = yaml.safe_load((project / "params.yaml").read_text())
     for name, patch in sections.items():
@@ -49,7 +41,7 @@ def _set_params(project: Path, **sections: dict) -> None:
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def test_a_refused_retrain_keeps_its_data_on_the_pushed_branch(repro_project, tmp_path, monkeypatch):
+def test_a_refused_retrain_keeps_its_data_on_the_pushed_branch(lean_project, tmp_path, monkeypatch):
     """Purpose-made so the gate must refuse: the champion is a frozen-feature probe at 64 px (strong on the
     demo faces), the challenger trains with learning rate 1e-12 at 32 px (its head stays random). The refused run's branch and images are still
     pushed (git origin + DVC remote); landed files leave landing/ only after that; hidden, partial and
@@ -60,10 +52,9 @@ def test_a_refused_retrain_keeps_its_data_on_the_pushed_branch(repro_project, tm
     import flows.retrain as rt
     from deepfake_detector.evaluation.baselines import train_lr
 
-    proj = _clone(repro_project, tmp_path / "proj")
+    proj = clone_project(lean_project, tmp_path / "proj")
     shutil.rmtree(proj / "artifacts/model")
-    train_lr(proj / "artifacts/splits", proj / "artifacts/model", 64, 0, "probe_lr")  # writes its seen list too
-    (proj / "artifacts/checkpoints").mkdir(exist_ok=True)  # an uncached out a clone lacks; dvc commit needs it
+    train_lr(proj / "artifacts/splits", proj / "artifacts/model", 64, 0, "probe_lr", LIMITS, 0.5, 3000)  # writes its seen list too
     run(["dvc", "commit", "-q", "-f", "train"], proj)
     _set_params(proj, train={"lr": 1e-12, "lr_backbone": 1e-12}, flows={"landing_settle_s": 3600})
     run(["git", "commit", "-qam", "purpose-made: strong champion, a challenger that cannot learn"], proj)
@@ -71,7 +62,7 @@ def test_a_refused_retrain_keeps_its_data_on_the_pushed_branch(repro_project, tm
     run(["git", "commit", "-q", "--allow-empty", "-m", "an earlier refused run"], proj)  # ... not merged
     run(["git", "checkout", "-q", "main"], proj)
     run(["git", "init", "-q", "--bare", str(tmp_path / "origin.git")], tmp_path)
-    run(["git", "remote", "set-url", "origin", str(tmp_path / "origin.git")], proj)
+    run(["git", "remote", "add", "origin", str(tmp_path / "origin.git")], proj)
     run(["git", "push", "-q", "origin", "main"], proj)
 
     landing = _land(proj, seed=7)
@@ -102,7 +93,7 @@ def test_a_refused_retrain_keeps_its_data_on_the_pushed_branch(repro_project, tm
     record = result["gate"]
     assert record["champion"]["value"] > 0.9, record  # the purpose-made champion is strong ...
     assert record["challenger"]["value"] < record["champion"]["value"] - 0.05, record  # ... the refusal earned
-    assert record["champion_source"].startswith("base commit")
+    assert record["champion_source"].startswith("base commit") and record["prod_before"] is None
     assert record["n_excluded_seen_by_champion"] == 0 == record["n_excluded_seen_by_challenger"]
     assert record["unmerged_retrain_branches"] == ["retrain/19990101-000000"]
     assert {x["path"]: x["why"].split(" ")[0] for x in record["landing_left"]} == {
@@ -132,7 +123,7 @@ def test_a_refused_retrain_keeps_its_data_on_the_pushed_branch(repro_project, tm
     assert batch == archived
 
 
-def test_a_retrain_that_beats_a_weak_champion_is_promoted_and_registered(repro_project, tmp_path):
+def test_a_retrain_that_beats_a_weak_champion_is_promoted_and_registered(lean_project, tmp_path):
     """Purpose-made so the gate must promote: the champion is the frozen-feature probe with its weights
     negated (it ranks the demo faces backwards); the challenger trains as configured. The promoted model
     becomes version v0.1.0 in stage prod of the GTO registry, and `detector@prod` resolves to it."""
@@ -143,13 +134,12 @@ def test_a_retrain_that_beats_a_weak_champion_is_promoted_and_registered(repro_p
     from deepfake_detector.evaluation.baselines import train_lr
     from deepfake_detector.serving.registry import resolve
 
-    proj = _clone(repro_project, tmp_path / "proj")
+    proj = clone_project(lean_project, tmp_path / "proj")
     shutil.rmtree(proj / "artifacts/model")
-    train_lr(proj / "artifacts/splits", proj / "artifacts/model", 64, 0, "probe_lr")
+    train_lr(proj / "artifacts/splits", proj / "artifacts/model", 64, 0, "probe_lr", LIMITS, 0.5, 3000)
     probe = json.loads((proj / "artifacts/model/probe.json").read_text())
     probe.update(coef=[-c for c in probe["coef"]], intercept=-probe["intercept"])
     (proj / "artifacts/model/probe.json").write_text(json.dumps(probe))
-    (proj / "artifacts/checkpoints").mkdir(exist_ok=True)
     run(["dvc", "commit", "-q", "-f", "train"], proj)
     run(["git", "commit", "-qam", "purpose-made: a champion that ranks backwards"], proj)
     landing = _land(proj, seed=11, corrupt=False)
@@ -161,7 +151,8 @@ def test_a_retrain_that_beats_a_weak_champion_is_promoted_and_registered(repro_p
 
     record = result["gate"]
     assert result["promoted"] is True, result["reason"]
-    assert record["champion"]["value"] < 0.3 < record["challenger"]["value"] - 0.3, record  # the promotion earned
+    assert record["champion"]["value"] < 0.3 and record["challenger"]["value"] > record["champion"]["value"] + 0.3, \
+        record  # the promotion earned by a margin
     assert result["registered"]["version"] == "v0.1.0" and result["registered"]["stage"] == "prod"
     branch_head = run(["git", "rev-parse", result["branch"]], proj).stdout.strip()
     assert result["registered"]["commit"] == branch_head
@@ -178,7 +169,7 @@ def test_a_champion_missing_from_every_cache_is_replaced_by_a_workspace_model_bu
     workspace model from other inputs does not, and the refusal names the fix."""
     from flows.champion import find_champion
 
-    proj = _clone(repro_project, tmp_path / "proj")
+    proj = clone_project(repro_project, tmp_path / "proj")
     real_lock = (proj / "dvc.lock").read_text()
     lock = yaml.safe_load(real_lock)
     out = next(o for o in lock["stages"]["train"]["outs"] if o["path"] == "artifacts/model")
@@ -193,7 +184,7 @@ def test_a_champion_missing_from_every_cache_is_replaced_by_a_workspace_model_bu
     assert (Path(champion) / "detector.pt").read_bytes() == (proj / "artifacts/model/detector.pt").read_bytes()
 
     other = yaml.safe_load(real_lock)
-    other["stages"]["train"]["params"]["params.yaml"]["train"]["lr"] = 0.5  # built with other params
+    other["stages"]["train"]["params"]["params.yaml"]["train.lr"] = 0.5  # built with other params
     (proj / "dvc.lock").write_text(yaml.safe_dump(other, sort_keys=False))
     champion, error, source = find_champion(str(proj), base, tmp_path / "champion2")
     assert champion is None and source is None
@@ -242,22 +233,22 @@ def test_gate_scores_champion_and_challenger_on_the_same_images(prepared, tmp_pa
 
     g = GateParams(metric="roc_auc", max_drop=0.01, max_f1_drop=0.05)
     champion, worse = tmp_path / "champion", tmp_path / "worse"
-    train_lr(prepared / "splits", champion, 64, 0, "spectrum_lr")
+    train_lr(prepared / "splits", champion, 64, 0, "spectrum_lr", LIMITS, 0.5, 3000)
     cfg = json.loads((champion / "spectrum.json").read_text())
     worse.mkdir()
     (worse / "spectrum.json").write_text(json.dumps({**cfg, "coef": [-c for c in cfg["coef"]],
                                                      "intercept": -cfg["intercept"]}))
-    same = compare(champion, champion, prepared / "splits", g)
+    same = compare(champion, champion, prepared / "splits", g, LIMITS, 1000)
     n_test = len((prepared / "splits/test.csv").read_text().splitlines()) - 1
     assert same["promoted"] and same["ci95"]["difference"] == 0 and same["champion"]["n_test"] == n_test
     assert same["challenger"]["value"] == same["champion"]["value"] and len(same["test_split_md5"]) == 32
     assert same["champion"]["value"] > 0.8, same  # else "inverted" below would not be clearly worse
-    refused = compare(worse, champion, prepared / "splits", g)
+    refused = compare(worse, champion, prepared / "splits", g, LIMITS, 1000)
     assert refused["promoted"] is False and "max_drop" in refused["reason"]
     assert refused["ci95"]["ci_low"] <= refused["ci95"]["difference"] <= refused["ci95"]["ci_high"] < 0
-    first = compare(champion, None, prepared / "splits", g)
+    first = compare(champion, None, prepared / "splits", g, LIMITS, 1000)
     assert first["promoted"] and "no champion" in first["reason"] and first["champion"] is None
-    broken = compare(champion, tmp_path / "missing", prepared / "splits", g)
+    broken = compare(champion, tmp_path / "missing", prepared / "splits", g, LIMITS, 1000)
     assert broken["promoted"] is False and "champion could not be scored" in broken["reason"]
 
     # a champion that trained on 7 of today's test images is never scored on them (nor is the challenger)
@@ -268,13 +259,13 @@ def test_gate_scores_champion_and_challenger_on_the_same_images(prepared, tmp_pa
     shutil.copytree(champion, seen)
     with (seen / "seen_sha256.txt").open("a") as fh:
         fh.writelines(h + "\n" for h in test["sha256"].iloc[:7])
-    fair = compare(champion, seen, prepared / "splits", g)
+    fair = compare(champion, seen, prepared / "splits", g, LIMITS, 1000)
     assert fair["n_excluded_seen_by_champion"] == 7 and fair["n_excluded_seen_by_challenger"] == 0
     assert fair["champion"]["n_test"] == fair["challenger"]["n_test"] == len(test) - 7 == fair["n_test_split"] - 7
     (seen / "seen_sha256.txt").unlink()  # a champion that cannot say what it trained on is refused ...
-    unknown = compare(champion, seen, prepared / "splits", g)
+    unknown = compare(champion, seen, prepared / "splits", g, LIMITS, 1000)
     assert unknown["promoted"] is False and "lists no training images" in unknown["reason"]
-    given = compare(champion, seen, prepared / "splits", g, champion_seen=set(test["sha256"].iloc[:3]))
+    given = compare(champion, seen, prepared / "splits", g, LIMITS, 1000, champion_seen=set(test["sha256"].iloc[:3]))
     assert given["n_excluded_seen_by_champion"] == 3  # ... unless the caller knows (its base commit's splits)
 
 
@@ -296,20 +287,80 @@ def test_gate_refuses_nan_and_missing_metrics():
     assert decide(g, {"value": 0.895, "f1": 0.6, "n_test": 10}, ok, paired)[0] is False  # f1 drop
 
 
-def test_a_second_concurrent_run_is_refused(repro_project):
-    from flows.common import FlowError
-    from flows.retrain import retrain
+def test_a_live_lock_refuses_a_second_run_and_a_dead_or_old_one_is_taken_over(tmp_path):
+    """The lock holds host, pid and start time: a run whose process lives refuses another; one killed (its pid gone
+    on this host) or older than flows.lock_max_age_h (another host: a pod evicted) is taken over, and said so."""
+    import socket
+    import subprocess
+    import time
 
-    _land(repro_project, seed=9, per_class=1, corrupt=False)
-    lock = repro_project / ".dvc/tmp/dfd-retrain.lock"
-    lock.write_text("12345")
+    from flows.common import FlowError
+    from flows.journal import run_lock
+
+    lock = tmp_path / ".dvc/tmp/dfd-retrain.lock"
+    lock.parent.mkdir(parents=True)
+    here = socket.gethostname()
+    lock.write_text(json.dumps({"host": here, "pid": os.getpid(), "started": time.time()}))  # alive: this process
+    with pytest.raises(FlowError, match="refusing to run two at once"):
+        with run_lock(tmp_path, max_age_h=12):
+            pass
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid that no longer exists
+    lock.write_text(json.dumps({"host": here, "pid": gone.pid, "started": time.time()}))
+    with run_lock(tmp_path, max_age_h=12) as taken:
+        assert taken["why"] == "its process is gone" and json.loads(lock.read_text())["pid"] == os.getpid()
+    assert not lock.exists()  # released
+    lock.write_text(json.dumps({"host": "other-node", "pid": 1, "started": time.time() - 13 * 3600}))
+    with run_lock(tmp_path, max_age_h=12) as taken:
+        assert taken["why"].startswith("older than flows.lock_max_age_h")
+    lock.write_text(json.dumps({"host": "other-node", "pid": 1, "started": time.time() - 3600}))  # alive elsewhere
+    with pytest.raises(FlowError, match="other-node"):
+        with run_lock(tmp_path, max_age_h=12):
+            pass
+
+
+def test_a_champion_that_cannot_be_identified_is_a_refusal_never_a_first_model(repro_project, tmp_path):
+    """No dvc.lock on the base commit (a new project): the first model. A base whose train stage lacks the model
+    dvc.yaml names, or an unknown commit: an error, so the gate refuses (it used to promote as a "first model")."""
+    from flows.champion import find_champion
+
+    proj = clone_project(repro_project, tmp_path / "proj")
+    base = run(["git", "rev-parse", "HEAD"], proj).stdout.strip()
+    run(["git", "checkout", "-q", "--orphan", "fresh"], proj)
+    run(["git", "rm", "-q", "--cached", "dvc.lock"], proj)
+    run(["git", "commit", "-qm", "a project that never trained"], proj)
+    fresh = run(["git", "rev-parse", "HEAD"], proj).stdout.strip()
+    assert find_champion(str(proj), fresh, tmp_path / "c0") == (None, None, None)  # first model
+    run(["git", "checkout", "-q", "-f", "main"], proj)
+    lock = yaml.safe_load((proj / "dvc.lock").read_text())
+    for out in lock["stages"]["train"]["outs"]:
+        out["path"] = out["path"].replace("artifacts/model", "artifacts/old_model")
+    (proj / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+    run(["git", "commit", "-qam", "the base trained another model folder"], proj)
+    other = run(["git", "rev-parse", "HEAD"], proj).stdout.strip()
+    champion, error, _ = find_champion(str(proj), other, tmp_path / "c1")
+    assert champion is None and "trains no artifacts/model" in error
+    champion, error, _ = find_champion(str(proj), "0" * 40, tmp_path / "c2")
+    assert champion is None and error
+    champion, error, source = find_champion(str(proj), base, tmp_path / "c3")
+    assert error is None and "artifacts/model" in source
+
+
+def test_a_worktree_gets_the_repo_dvc_config_and_only_the_validation_caches(repro_project, tmp_path):
+    from flows.retrain import close_worktree, open_worktree
+
+    proj = clone_project(repro_project, tmp_path / "proj")
+    run(["dvc", "remote", "add", "--local", "-d", "mine", str(tmp_path / "store")], proj)
+    (proj / "artifacts/cache/train").mkdir(parents=True, exist_ok=True)
+    (proj / "artifacts/cache/train/shard.u8").write_bytes(b"0" * 1000)  # the training shard cache
+    (proj / "artifacts/cache/validate.jsonl").write_text('{"key": "x"}\n')
+    wt = Path(open_worktree.fn(str(proj), "retrain/config"))
     try:
-        with pytest.raises(FlowError, match="refusing to run two at once"):
-            retrain(str(repro_project))
+        assert run(["dvc", "remote", "default"], wt).stdout.strip() == "mine"  # config.local reached the worktree
+        assert (wt / "artifacts/cache/validate.jsonl").read_text() == '{"key": "x"}\n'
+        assert not (wt / "artifacts/cache/train").exists()
     finally:
-        lock.unlink()
-        for f in (repro_project / "landing").rglob("*.jpg"):
-            f.unlink()
+        close_worktree(str(proj), str(wt), "retrain/config", keep_branch=False)
 
 
 def test_monitor_flags_a_drifted_landing_batch(repro_project):
@@ -334,11 +385,14 @@ def test_served_traffic_is_monitored_from_the_request_log(repro_project, tmp_pat
     from deepfake_detector.serving.serve import create_app
     from flows.monitor import monitor_served
 
-    proj = _clone(repro_project, tmp_path / "proj")
+    proj = clone_project(repro_project, tmp_path / "proj")
     log = proj / "logs/requests.jsonl"
     _set_params(proj, serve={"request_log": "logs/requests.jsonl", "log_images": True})
     assert monitor_served(str(proj))["drift"] is None  # nothing served yet: said plainly
-    app = create_app(Detector.load(proj / "artifacts/model", repo=proj), 2**20, 16, 10**7, 2, log, True)
+    from deepfake_detector.core.params import load_params
+
+    s = load_params(proj / "params.yaml").serve
+    app = create_app(Detector.load(proj / "artifacts/model", repo=proj), s, request_log=str(log))
     sent = sorted(_land(proj, seed=12, per_class=15, corrupt=False, degrade=True).rglob("*.jpg"))
     with TestClient(app) as client:
         for i in range(0, len(sent), 5):
@@ -347,6 +401,7 @@ def test_served_traffic_is_monitored_from_the_request_log(repro_project, tmp_pat
     assert len(log.read_text().splitlines()) == len(sent) == len(list((proj / "logs/images").iterdir()))
     result = monitor_served(str(proj))
     assert result["drift"] is True and result["images"] == len(sent), result
+    assert 0 <= result["served_unfamiliar_share"] <= 1  # each answer carried novelty and unfamiliar
     assert (proj / result["report"]).is_file()
 
 
