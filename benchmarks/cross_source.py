@@ -36,6 +36,7 @@ from deepfake_detector.core.splits_io import read_split
 from deepfake_detector.evaluation.baselines import train_lr
 from deepfake_detector.evaluation.evaluate import score_frame
 from deepfake_detector.model.scoring import load_scorer
+from deepfake_detector.model.tensorcache import decode_all
 
 
 def subset_splits(splits: Path, dest: Path, sources: list[str]) -> Path:
@@ -67,7 +68,8 @@ def overrides(sets: list[str], epochs: int | None) -> dict:
 def train_model(method: str, splits: Path, out: Path, params_path: Path, patch: dict) -> Path:
     p = load_params(params_path, patch)
     if method in ("probe", "spectrum"):
-        train_lr(splits, out, p.train.image_size, p.seed, f"{method}_lr")
+        c = p.baselines.probe_c if method == "probe" else p.baselines.spectrum_c
+        train_lr(splits, out, p.train.image_size, p.seed, f"{method}_lr", p.decode_limits(), c, p.baselines.max_iter)
     else:
         from deepfake_detector.model.train import train
 
@@ -93,6 +95,7 @@ def main() -> None:
     args = ap.parse_args()
     splits = args.project / "artifacts/splits"
     test = read_split(splits, "test")
+    limits = load_params(args.project / "params.yaml").decode_limits()
     sources = sorted(test["source"].unique())
     rows = []
     setting = args.method + (f"_{args.tag}" if args.tag else "")
@@ -106,20 +109,27 @@ def main() -> None:
             sub = subset_splits(splits, args.work / setting / name / "splits", train_on)
             train_model(args.method, sub, model, args.project / "params.yaml", overrides(args.set, args.epochs))
         scorer = load_scorer(model)
-        prob, ok = score_frame(scorer, test)
+        images, ok = decode_all(test["path"].tolist(), scorer.image_size, limits, progress=False)
+        prob, novelty = scorer.score(images[ok])
         if args.tta:
             from PIL import ImageOps
 
-            flipped, _ = score_frame(scorer, test, transform=ImageOps.mirror)
+            flipped, _ = score_frame(scorer, test, limits, transform=ImageOps.mirror)
             prob = (prob + flipped) / 2
         y, src = test["y"].to_numpy()[ok], test["source"].to_numpy()[ok]
+        unfamiliar = None if novelty is None else novelty > scorer.novelty_threshold
         row = {"trained_on": name, "seconds": round(time.perf_counter() - t0, 1)}
         for s in sources:
             m = binary_metrics(y[src == s], prob[src == s], scorer.threshold)
             row[s] = {"roc_auc": m["roc_auc"], "fpr_real": m["fpr_real"], "recall": m["recall"], "n": m["n"]}
+            if unfamiliar is not None:  # coverage: unfamiliar overall, and among the images the model gets wrong
+                wrong = (prob[src == s] >= scorer.threshold) != y[src == s]
+                row[s]["unfamiliar"] = round(float(unfamiliar[src == s].mean()), 3)
+                row[s]["unfamiliar_of_wrong"] = round(float(unfamiliar[src == s][wrong].mean()), 3) if wrong.any() else None
         rows.append(row)
-        print(f"{name}: " + ", ".join(f"{s} AUC {row[s]['roc_auc']:.3f} FPR {row[s]['fpr_real']:.3f}" for s in sources),
-              flush=True)
+        print(f"{name}: " + ", ".join(f"{s} AUC {row[s]['roc_auc']:.3f} FPR {row[s]['fpr_real']:.3f} unfamiliar "
+                                      f"{row[s].get('unfamiliar')} (of wrong {row[s].get('unfamiliar_of_wrong')})"
+                                      for s in sources), flush=True)
     print(f"\n{setting}{' + flip TTA' if args.tta else ''}: trained on (rows) -> scored on the test split of (columns): ROC-AUC / real-image FPR "
           "at the model's stored threshold\n")
     print("| trained on | " + " | ".join(sources) + " | seconds |\n|---|" + "---|" * (len(sources) + 1))

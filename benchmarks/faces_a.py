@@ -28,14 +28,14 @@ from deepfake_detector.core.params import load_params  # noqa: E402
 PROFILE = REPO / "profiles/faces.yaml"
 CONFIGS: dict[str, dict] = {  # overrides on top of params.yaml + profiles/faces.yaml
     "lite0_256": {},  # the profile itself: native resolution, mild augmentation, GAN term off
-    "lite0_256_gan_on": {"train": {"gan_weight": 0.3}},  # the paper's GAN term (ablation)
-    "lite0_224_strong_aug": {"train": {"image_size": 224, "gan_weight": 0.3, "augment": {
+    "lite0_256_gan_on": {"train": {"extra_fakes": "dcgan", "gan_weight": 0.3}},  # the paper's GAN term (ablation)
+    "lite0_224_strong_aug": {"train": {"image_size": 224, "extra_fakes": "dcgan", "gan_weight": 0.3, "augment": {
         "scale_min": 0.7, "rotation": 10, "jpeg_prob": 0.5, "jpeg_quality": [30, 95], "blur_prob": 0.3,
         "resize_prob": 0.2, "noise_prob": 0.1}}},
-    "lite0_64": {"train": {"image_size": 64, "freeze_blocks": 0, "gan_weight": 0.3}},
+    "lite0_64": {"train": {"image_size": 64, "freeze_blocks": 0, "extra_fakes": "dcgan", "gan_weight": 0.3}},
     "se_resnet34_64_paper": {"model": {"backbone": "se_resnet34", "pretrained": None, "stem": "imagenet"},
                              "train": {"image_size": 64, "epochs": 25, "batch_size": 32, "patience": 8,
-                                       "freeze_blocks": 0, "gan_weight": 0.3}},
+                                       "freeze_blocks": 0, "extra_fakes": "dcgan", "gan_weight": 0.3}},
 }
 PROBES = {"probe_256": 256, "probe_224": 224}  # frozen ImageNet features + logistic regression
 
