@@ -115,20 +115,18 @@ def score_variants(scorer: Scorer, paths: list[str], transforms: dict[str, Pertu
         for name, (images, ok) in decode_variants(paths[start:start + chunk], scorer.image_size, transforms, limits,
                                                   workers).items():
             oks[name].append(ok)
-            if name == "clean" and getattr(scorer, "novelty", None) is not None and hasattr(scorer, "model"):
-                from ..model.novelty import embedding, novelty_scores
-
-                feats, z = embedding(scorer.model, images[ok], scorer.image_size) if ok.any() else (None, np.zeros(0))
+            if name == "clean" and hasattr(scorer, "logits"):  # one forward: calibrated, the reliability "before",
+                # and each image's novelty when the (torch) model stores a novelty model
+                with_novelty = getattr(scorer, "novelty", None) is not None and hasattr(scorer, "logits_novelty")
+                z, novelty = np.zeros(0), np.zeros(0)
+                if ok.any():
+                    z, novelty = scorer.logits_novelty(images[ok]) if with_novelty else (scorer.logits(images[ok]), None)
                 probs[name].append(calibrated(z, scorer.calibration))
                 probs.setdefault("uncalibrated", []).append(calibrated(z, None))
                 oks.setdefault("uncalibrated", []).append(ok)
-                probs.setdefault("novelty", []).append(novelty_scores(feats, scorer.novelty) if ok.any() else z)
-                oks.setdefault("novelty", []).append(ok)
-            elif name == "clean" and hasattr(scorer, "logits"):  # one forward: calibrated + the reliability "before"
-                z = scorer.logits(images[ok]) if ok.any() else np.zeros(0)
-                probs[name].append(calibrated(z, scorer.calibration))
-                probs.setdefault("uncalibrated", []).append(calibrated(z, None))
-                oks.setdefault("uncalibrated", []).append(ok)
+                if with_novelty:
+                    probs.setdefault("novelty", []).append(novelty)
+                    oks.setdefault("novelty", []).append(ok)
             else:
                 probs[name].append(scorer.predict(images[ok]) if ok.any() else np.zeros(0))
     return {n: (np.concatenate(probs[n]) if probs[n] else np.zeros(0),

@@ -104,12 +104,17 @@ class TorchScorer:
 
     def score(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
         """(calibrated fake probabilities, novelty or None), from one forward pass."""
+        logits, novelty = self.logits_novelty(images)
+        return calibrated(logits, self.calibration), novelty
+
+    def logits_novelty(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        """(raw logits, novelty or None), from one forward pass (evaluate needs the logits uncalibrated too)."""
         if self.novelty is None:
-            return self.predict(images), None
+            return self.logits(images), None
         from .novelty import embedding, novelty_scores
 
         feats, logits = embedding(self.model, images, self.image_size)
-        return calibrated(logits, self.calibration), novelty_scores(feats, self.novelty)
+        return logits, novelty_scores(feats, self.novelty)
 
     def logits(self, images: torch.Tensor) -> np.ndarray:
         return predict_logits(self.model, images, self.image_size, self.device, channels_last=True)
