@@ -34,7 +34,8 @@ from deepfake_detector.core.metrics import binary_metrics
 from deepfake_detector.core.params import load_params
 from deepfake_detector.core.splits_io import read_split
 from deepfake_detector.evaluation.baselines import train_lr
-from deepfake_detector.evaluation.evaluate import score_frame
+from deepfake_detector.core.faces import face_column
+from deepfake_detector.evaluation.evaluate import face_input, score_frame
 from deepfake_detector.model.scoring import load_scorer
 from deepfake_detector.model.tensorcache import decode_all
 
@@ -69,7 +70,8 @@ def train_model(method: str, splits: Path, out: Path, params_path: Path, patch: 
     p = load_params(params_path, patch)
     if method in ("probe", "spectrum"):
         c = p.baselines.probe_c if method == "probe" else p.baselines.spectrum_c
-        train_lr(splits, out, p.train.image_size, p.seed, f"{method}_lr", p.decode_limits(), c, p.baselines.max_iter)
+        train_lr(splits, out, p.train.image_size, p.seed, f"{method}_lr", p.decode_limits(), c, p.baselines.max_iter,
+                 p.faces.face_input())
     else:
         from deepfake_detector.model.train import train
 
@@ -90,6 +92,8 @@ def main() -> None:
     ap.add_argument("--tta", action="store_true", help="score with horizontal-flip test-time augmentation")
     ap.add_argument("--sources-only", action="store_true", help="skip the all-sources row")
     ap.add_argument("--all-only", action="store_true", help="only the all-sources row (e.g. train.balance_sources)")
+    ap.add_argument("--train-on", action="append", default=[],
+                    help="only these training sets (a source, or sources joined by +), e.g. faces-a")
     ap.add_argument("--work", type=Path, default=Path("/tmp/cross_source"))
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
@@ -99,7 +103,10 @@ def main() -> None:
     sources = sorted(test["source"].unique())
     rows = []
     setting = args.method + (f"_{args.tag}" if args.tag else "")
-    for train_on in ([] if args.all_only else [[s] for s in sources]) + ([] if args.sources_only else [sources]):
+    sets = ([] if args.all_only else [[s] for s in sources]) + ([] if args.sources_only else [sources])
+    if args.train_on:
+        sets = [t.split("+") for t in args.train_on]
+    for train_on in sets:
         name = "+".join(train_on) if len(train_on) > 1 else train_on[0]
         t0 = time.perf_counter()
         model = args.work / setting / name / "model"
@@ -109,7 +116,8 @@ def main() -> None:
             sub = subset_splits(splits, args.work / setting / name / "splits", train_on)
             train_model(args.method, sub, model, args.project / "params.yaml", overrides(args.set, args.epochs))
         scorer = load_scorer(model)
-        images, ok = decode_all(test["path"].tolist(), scorer.image_size, limits, progress=False)
+        images, ok = decode_all(test["path"].tolist(), scorer.image_size, limits, progress=False,
+                                faces=face_column(test), face_input=face_input(scorer))
         prob, novelty = scorer.score(images[ok])
         if args.tta:
             from PIL import ImageOps

@@ -79,7 +79,11 @@ def monitor_served(repo: str = ".") -> dict:
     fake_share = sum(e.get("label") == "fake" for e in entries) / len(entries)
     judged = [e for e in entries if e.get("unfamiliar") is not None]  # models with a novelty score
     unfamiliar = round(sum(bool(e["unfamiliar"]) for e in judged) / len(judged), 4) if judged else None
-    return {"drift": bool(m["dataset_drift"] or m.get("embedding_drift")), "drift_share": m["drift_share"],
+    with_faces = [e for e in entries if "face_status" in e]  # served by a release that finds faces
+    no_face = round(sum(e["face_status"] == "no_face" for e in with_faces) / len(with_faces), 4) if with_faces else None
+    return {"served_no_face_share": no_face,
+            "served_faces_per_image": round(sum(len(e.get("faces", [])) for e in with_faces) / len(with_faces), 3)
+            if with_faces else None,"drift": bool(m["dataset_drift"] or m.get("embedding_drift")), "drift_share": m["drift_share"],
             "embedding_drift_score": m["embedding_drift_score"], "served": len(entries), "images": len(kept),
             "served_fake_share": round(fake_share, 4), "served_unfamiliar_share": unfamiliar,
             "report": f"monitoring/served-{stamp}/report.html"}

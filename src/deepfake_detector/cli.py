@@ -76,7 +76,7 @@ def validate(data: Path, clean: Path, reports: Path, params: Path = PARAMS,
     try:
         ref = load_reference(reference, p.validate_, p.decode_limits(), cache) if reference else None
         _show(run(data, clean, reports, p.validate_, p.decode_limits(), p.seed, cache, progress, workers,
-                  embed=embed_files, reference=ref, judge=judge, judge_name=name))
+                  embed=embed_files, reference=ref, judge=judge, judge_name=name, faces=p.faces))
     except DataLayoutError as exc:
         _fail(exc)
 
@@ -157,7 +157,7 @@ def evaluate(paths: list[Path] = typer.Argument(..., help="MODEL SPLITS OUT, or 
         _fail(ValueError("usage: dfd evaluate MODEL SPLITS OUT  |  dfd evaluate --model M --data DIR OUT"))
     try:
         m = run(**kwargs, limits=p.decode_limits(), e=p.evaluate, baselines_dir=baselines, device=device,
-                progress=progress, robustness=robustness)
+                progress=progress, robustness=robustness, finder=p.faces.finder())
     except (FileNotFoundError, ValueError, CheckpointError, DataLayoutError) as exc:
         _fail(exc)
     _show({k: v for k, v in m.items() if k != "by_source"})
@@ -174,7 +174,7 @@ def drift(out: Path, reference: Path = typer.Option(..., help="split CSV or fold
 
     p = _params(params)
     try:
-        m = run(reference, current, out, p.drift, p.decode_limits(), model, progress)
+        m = run(reference, current, out, p.drift, p.decode_limits(), model, progress, p.faces.finder())
     except (FileNotFoundError, ValueError, CheckpointError) as exc:
         _fail(exc)
     _show({k: v for k, v in m.items() if k != "columns"})
@@ -188,26 +188,25 @@ def predict(paths: list[str] = typer.Argument(..., help="files, folders or globs
             batch_size: int = typer.Option(None, min=1, help="images per forward pass [serve.batch_size]"),
             explain: Path = typer.Option(None, help="write Grad-CAM overlays (PNG) here"),
             runtime: str = typer.Option("torch", help="torch | onnx (uses MODEL/detector.onnx)"),
-            crop_faces: bool = typer.Option(False, help="detect the largest face (OpenCV, offline) and score its crop"),
             params: Path = PARAMS, progress: bool = True) -> None:
-    """Fake probability and label per image; exit 1 if any file could not be read."""
+    """One row per face found in each picture (its box, fake probability, label; `verdict` marks the picture's
+    most suspicious face); a picture with no face: status no_face. Exit 1 if any file could not be read."""
     import csv
     import sys
 
     from .model.checkpoint import CheckpointError
-    from .serving.predict import predict as run
+    from .serving.predict import FACE_FIELDS, predict as run
     from .serving.registry import RegistryError
 
     if format not in ("table", "json", "csv") or runtime not in ("torch", "onnx"):
         _fail(ValueError("--format is table|json|csv and --runtime is torch|onnx"))
     _params(params)  # a clear error for a missing or invalid params file, before any model loads
     try:  # band and batch size: the flags, else params.yaml `serve` (resolved by Detector.load)
-        rows = run(paths, model, band, explain, runtime, crop_faces=crop_faces, progress=progress,
-                   batch_size=batch_size, params=params)
+        rows = run(paths, model, band, explain, runtime, progress=progress, batch_size=batch_size, params=params)
     except (CheckpointError, FileNotFoundError, RegistryError) as exc:
         _fail(exc)
-    cols = (["path", "fake_probability", "label", "uncertain", "novelty", "unfamiliar", "model_version", "error"]
-            + (["crop_box"] if crop_faces else []) + (["explanation"] if explain else []))
+    cols = (["path", "status", "n_faces", "face", "box", "verdict", *FACE_FIELDS, "model_version", "error"]
+            + (["explanation"] if explain else []))
     if format == "json":
         print(json.dumps(rows, indent=2))
     elif format == "csv":

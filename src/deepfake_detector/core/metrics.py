@@ -6,11 +6,17 @@ import numpy as np
 from sklearn import metrics as skm
 
 
-def choose_threshold(y: np.ndarray, prob: np.ndarray) -> float:
-    """Threshold maximising balanced accuracy (Youden's J) on validation data; 0.5 if undefined."""
+def choose_threshold(y: np.ndarray, prob: np.ndarray, objective: str = "youden", max_fpr: float = 0.05) -> float:
+    """The operating point on validation data; 0.5 if undefined. youden: max TPR - FPR (balanced accuracy);
+    max_fpr: the lowest threshold whose real FPR on val is <= max_fpr (the most recall a user gets at that rate
+    of real faces called fake)."""
     if len(np.unique(y)) < 2:
         return 0.5
-    fpr, tpr, thr = skm.roc_curve(y, prob)
+    fpr, tpr, thr = skm.roc_curve(y, prob, drop_intermediate=objective != "max_fpr")
+    if objective == "max_fpr":
+        best = int(np.flatnonzero(fpr <= max_fpr).max())  # fpr[0] == 0: always one
+        thr_best = thr[best] if np.isfinite(thr[best]) else thr[min(best + 1, len(thr) - 1)]
+        return float(np.clip(thr_best, 1e-6, 1 - 1e-6))
     j = tpr - fpr
     best = int(np.argmax(j))
     return float(np.clip(thr[best], 1e-6, 1 - 1e-6))

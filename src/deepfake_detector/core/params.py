@@ -93,6 +93,7 @@ class SelfBlendParams(_Strict):
     blur_prob: float = Field(ge=0, le=1)  # the source copy blurred (else sharpened) with this probability
     scale: float = Field(ge=0, lt=0.5)  # source copy resized by 1 +- scale
     shift: float = Field(ge=0, lt=0.5)  # and shifted by +- shift of the image side
+    mask: Literal["ellipse", "hull"]  # hull: the convex hull of the row's 68 landmarks (rows without: the ellipse)
     mask_axes: tuple[float, float]  # ellipse semi-axes (x, y) as fractions of the image side
     mask_jitter: float = Field(ge=0, lt=1)  # relative jitter of the ellipse's centre, axes and the erosion/dilation
     mask_deform: float = Field(ge=0, lt=0.5)  # elastic deformation of the mask, fraction of the side
@@ -142,9 +143,54 @@ class NoveltyParams(_Strict):
     quantile: float = Field(gt=0.5, lt=1)  # threshold: this quantile of the val images' novelty
 
 
+class ThresholdParams(_Strict):
+    """The operating point `train` stores with the model, chosen on val (core.metrics.choose_threshold)."""
+
+    objective: Literal["youden", "max_fpr"]  # youden: max TPR - FPR on val | max_fpr: most recall, real FPR <= max_fpr
+    max_fpr: float = Field(gt=0, lt=1)  # the share of real val faces that may be called fake (max_fpr)
+
+
 class EvaluateParams(_Strict):
     bootstrap: int = Field(ge=100)  # resamples of every 95 % interval (evaluate, per source, the gate)
     workers: int = Field(ge=1)  # decode threads
+    threshold: ThresholdParams
+
+
+class FacesParams(_Strict):
+    """Faces, not files (core/faces.py): every path finds the faces of a picture and crops them the same way."""
+
+    policy: Literal["whole", "box", "align"]  # whole: no face finding | box | align (core/faces.py)
+    margin: float = Field(ge=0, le=1)  # the landmark square widened by this x its side on each edge
+    native_min: float = Field(gt=0, le=1)  # box: a face square of >= this x input size (and <= it) is not resampled
+    upsample: int = Field(ge=0, le=2)  # dlib HOG pyramid upsampling (1: faces down to ~40 px)
+    max_side: int = Field(ge=64)  # pictures are downscaled to this for detection (landmarks at full size)
+    min_face: int = Field(ge=8)  # px; smaller detections are ignored
+    min_score: float  # dlib HOG detection score threshold
+    min_score_extra: float  # a picture's second and further faces count only from this detection score
+    require_one: bool  # validate: with a face policy, a picture with no face or several faces is rejected
+    no_face: Literal["skip", "whole"]  # predict/serve: a picture with no face gets status no_face | is scored whole
+    max_faces: int = Field(ge=1)  # predict/serve: the largest this many faces of a picture are scored
+
+    def crop_policy(self):
+        from .faces import CropPolicy
+
+        return CropPolicy(self.policy, self.margin, self.native_min)
+
+    def finder(self):
+        from .faces import FinderSettings
+
+        return FinderSettings(self.upsample, self.max_side, self.min_face, self.min_score, self.min_score_extra)
+
+    def options(self):
+        from .faces import FaceOptions
+
+        return FaceOptions(self.finder(), self.no_face, self.max_faces)
+
+    def face_input(self, stored: dict | None = None):
+        """core.faces.FaceInput: this policy, or a model's stored one (`stored`), with these finder settings."""
+        from .faces import CropPolicy, FaceInput
+
+        return FaceInput(self.crop_policy() if stored is None else CropPolicy.from_dict(stored), self.finder())
 
 
 class DriftParams(_Strict):
@@ -182,7 +228,6 @@ class ServeParams(_Strict):
     request_log_keep: int = Field(ge=1)  # ... keeping this many old files
     log_images: bool
     formats: tuple[ImageFormat, ...] = Field(min_length=1)  # the one allowlist: service, validation, API, monitor
-    face_crop_margin: float = Field(ge=0, le=2)  # `dfd predict --crop-faces`: the face box widened by this x its side
 
 
 class GateParams(_Strict):
@@ -207,6 +252,7 @@ class Params(_Strict):
     seed: int
     validate_: ValidateParams = Field(alias="validate")
     split: SplitParams
+    faces: FacesParams
     model: ModelParams
     train: TrainParams
     novelty: NoveltyParams

@@ -23,10 +23,11 @@ from PIL import Image
 
 from .features import FEATURE_SIZE, cheap_features
 from ..core.hashing import phash
-from ..core.images import DecodeLimits, ImageRefused, clean_message, open_image, sniff, to_rgb
+from ..core.faces import FaceFinder, FinderSettings
+from ..core.images import DecodeLimits, ImageRefused, clean_message, decode_image, open_image, sniff, to_rgb
 
 CACHED_KEYS = ("decodes", "format_allowed", "error", "format", "mode", "bands", "width", "height", "n_frames",
-               "exif_orientation", "phash", "phash_mirror", "features")
+               "exif_orientation", "phash", "phash_mirror", "features", "n_faces", "face")
 HASH_CHUNK = 2**20
 
 
@@ -81,11 +82,25 @@ _SKIP: frozenset[str] = frozenset()
 _VERSION = ""
 _LIMITS = DecodeLimits(0, ())
 _MAX_BYTES = 0
+_FINDER: FaceFinder | None = None
 
 
-def _init(skip: frozenset[str], version: str, limits: DecodeLimits, max_bytes: int) -> None:
-    global _SKIP, _VERSION, _LIMITS, _MAX_BYTES
+def _init(skip: frozenset[str], version: str, limits: DecodeLimits, max_bytes: int,
+          finder: FinderSettings | None = None) -> None:
+    global _SKIP, _VERSION, _LIMITS, _MAX_BYTES, _FINDER
     _SKIP, _VERSION, _LIMITS, _MAX_BYTES = skip, version, limits, max_bytes
+    _FINDER = None if finder is None else FaceFinder(finder)
+
+
+def find_faces(data: bytes, meta: dict[str, Any], limits: DecodeLimits, finder: FaceFinder) -> None:
+    """n_faces and the largest face's record (core.faces.Face.to_json: box + 68 landmarks) of a decodable
+    picture, at full resolution; a failure leaves n_faces None (the picture is judged on its other columns)."""
+    try:
+        faces = finder.find(decode_image(data, limits))
+    except Exception:  # noqa: BLE001 - decodes in draft mode but not fully: unreadable by its own checks
+        return
+    meta["n_faces"] = len(faces)
+    meta["face"] = faces[0].to_json() if faces else ""
 
 
 def _record(path: str) -> tuple[dict[str, Any], np.ndarray | None]:
@@ -110,6 +125,8 @@ def _record(path: str) -> tuple[dict[str, Any], np.ndarray | None]:
     if key in _SKIP:
         return rec, None
     rec["meta"], small = decode_metadata(data, _LIMITS)
+    if _FINDER is not None and rec["meta"]["decodes"]:
+        find_faces(data, rec["meta"], _LIMITS, _FINDER)
     return rec, small
 
 
@@ -132,11 +149,12 @@ def default_workers() -> int:
 
 
 def read_files(paths: Sequence[str | Path], limits: DecodeLimits, max_bytes: int, cached_keys: frozenset[str],
-               version: str, workers: int = 0) -> Iterator[dict[str, Any]]:
-    """One record per path, in order. workers: processes (0 = every core, 1 = this process)."""
+               version: str, workers: int = 0, finder: FinderSettings | None = None) -> Iterator[dict[str, Any]]:
+    """One record per path, in order. workers: processes (0 = every core, 1 = this process). finder: also find
+    each picture's faces and landmarks (n_faces, face)."""
     if workers == 0:  # auto: every core, but a pool is not worth starting for a handful of files
         workers = default_workers() if len(paths) >= 64 else 1
-    args = (frozenset(cached_keys), version, limits, max_bytes)
+    args = (frozenset(cached_keys), version, limits, max_bytes, finder)
     chunks = [list(map(str, paths[i:i + CHUNK])) for i in range(0, len(paths), CHUNK)]
     if workers == 1:
         _init(*args)

@@ -16,11 +16,12 @@ import pandas as pd
 from .datadocs import make_offline
 from ..core.stable import source_date
 
-REASONS = ("unreadable", "unsupported", "too_small", "duplicate", "conflicting_label", "label_issue")
+REASONS = ("unreadable", "unsupported", "too_small", "no_face", "several_faces", "duplicate", "conflicting_label",
+           "label_issue")
 SUITE_NAME = "image_metadata"
 
 
-def build_suite(min_size: int, supported_modes: list[str], remove_label_issues: bool) -> Any:
+def build_suite(min_size: int, supported_modes: list[str], remove_label_issues: bool, one_face: bool = False) -> Any:
     """The expectation suite as code; `meta.reason` maps a failure to a rejection reason."""
     import great_expectations as gx
     import great_expectations.expectations as gxe
@@ -46,6 +47,10 @@ def build_suite(min_size: int, supported_modes: list[str], remove_label_issues: 
         gxe.ExpectColumnValuesToBeInSet(column="conflicting_label", value_set=[False], meta=meta("conflicting_label")),
     ]:
         suite.add_expectation(exp)
+    if one_face:  # faces.require_one with a face policy: n_faces is the face finder's count (core/faces.py)
+        suite.add_expectation(gxe.ExpectColumnValuesToBeBetween(column="n_faces", min_value=1, meta=meta("no_face")))
+        suite.add_expectation(gxe.ExpectColumnValuesToBeBetween(column="n_faces", max_value=1,
+                                                                meta=meta("several_faces")))
     if remove_label_issues:
         suite.add_expectation(
             gxe.ExpectColumnValuesToBeInSet(column="label_issue", value_set=[False], meta=meta("label_issue"))
@@ -76,7 +81,7 @@ def _summary(vresult: Any) -> tuple[dict, dict[str, str]]:
 
 
 def run_suite(frame: pd.DataFrame, min_size: int, supported_modes: list[str], remove_label_issues: bool,
-              docs_dir: Path | None) -> tuple[dict[str, str], dict]:
+              docs_dir: Path | None, one_face: bool = False) -> tuple[dict[str, str], dict]:
     """Validate frame; return ({path: reason} for failing rows, JSON-able result summary).
 
     With docs_dir, GX Data Docs (HTML) are built there through a Checkpoint action, then made to
@@ -92,7 +97,7 @@ def run_suite(frame: pd.DataFrame, min_size: int, supported_modes: list[str], re
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     images = context.data_sources.add_pandas("images")
-    suite = context.suites.add(build_suite(min_size, supported_modes, remove_label_issues))
+    suite = context.suites.add(build_suite(min_size, supported_modes, remove_label_issues, one_face))
     actions = []
     if docs_dir is not None:
         site = "dfd_validation"

@@ -10,6 +10,8 @@ Rejection reasons (first that applies, in this order):
   grayscale (L, LA, 1) unless validate.allow_grayscale. RGBA, P, CMYK and YCbCr are kept and converted to
   RGB on load (alpha composited on white).
 - too_small: width or height < validate.min_size
+- no_face / several_faces: with faces.policy box|align and faces.require_one, the face finder (core/faces.py)
+  found no face, or more than one, in the picture
 - duplicate: same bytes as an earlier file of the same class (the first by path is kept)
 - conflicting_label: same bytes or near-same pHash under both labels: every copy removed
 - label_issue: flagged by confident learning (only removed when validate.label_issue.remove)
@@ -39,20 +41,28 @@ from ..core.hashing import components, near_pairs
 from ..core.images import (CONVERTIBLE_MODES, GRAYSCALE_MODES, DecodeLimits, iter_labelled_files, read_metadata,
                            source_of)
 from .label_issues import flag_label_issues, thumbnails_html
-from ..core.params import ValidateParams
+from ..core.params import FacesParams, ValidateParams
 
 MANIFEST_COLUMNS = ["path", "label", "sha256", "format", "mode", "width", "height", "bytes", "phash", "phash_mirror",
-                    "source", "group"]
-def decode_version(p: ValidateParams, limits: DecodeLimits) -> str:
+                    "source", "group", "n_faces", "face"]  # face: the largest face's box + 68 landmarks (core/faces.py)
+def decode_version(p: ValidateParams, limits: DecodeLimits, faces: "FacesParams | None" = None) -> str:
     """What a cached per-file result depends on besides the bytes: the decode code and its params.
 
     Editing filemeta.py/features.py/images.py or changing validate.max_pixels, max_file_mb or serve.formats
     gives a new version, so every file is decoded again instead of reusing stale results.
     """
     h = hashlib.sha256(f"max_pixels={limits.max_pixels} formats={limits.formats} mb={p.max_file_mb}".encode())
+    if finder_of(faces) is not None:  # landmarks: the finder's settings and code
+        h.update(repr(finder_of(faces)).encode())
+        h.update((Path(__file__).parents[1] / "core/faces.py").read_bytes())
     for name in ("data/filemeta.py", "data/features.py", "core/images.py"):
         h.update((Path(__file__).parents[1] / name).read_bytes())
     return h.hexdigest()[:12]
+
+
+def finder_of(faces: "FacesParams | None"):
+    """The face finder's settings when the policy finds faces (core.faces.FinderSettings), else None."""
+    return faces.finder() if faces is not None and faces.policy != "whole" else None
 
 
 def _load_cache(path: Path | None) -> dict[str, dict]:
@@ -91,17 +101,19 @@ def printable(rel: str) -> tuple[str, bool]:
 
 
 def collect_metadata(data_dir: Path, p: ValidateParams, limits: DecodeLimits, cache_path: Path | None = None,
-                     progress: bool = True, workers: int = 0) -> tuple[pd.DataFrame, dict[str, int]]:
+                     progress: bool = True, workers: int = 0,
+                     faces: "FacesParams | None" = None) -> tuple[pd.DataFrame, dict[str, int]]:
     """One row per file under data_dir/<label>/; returns (frame, {"decoded": n, "cached": n}).
 
-    workers: processes for the per-file pass (0 = every core); the result does not depend on it.
+    workers: processes for the per-file pass (0 = every core); the result does not depend on it. faces: with a
+    face policy, each picture's faces are found too (n_faces, face), cached with the rest.
     """
     cache, used = _load_cache(cache_path), {}
-    version = decode_version(p, limits)
+    version = decode_version(p, limits, faces)
     rows, stats = [], {"decoded": 0, "cached": 0}
     files = list(iter_labelled_files(data_dir))
     records = read_files([path for path, _ in files], limits, int(p.max_file_mb * 2**20), frozenset(cache), version,
-                         workers)
+                         workers, finder_of(faces))
     for (path, label), rec in tqdm(zip(files, records), total=len(files), desc="validate", unit="img",
                                    disable=not progress):
         rel, name_ok = printable(path.relative_to(data_dir).as_posix())
@@ -210,17 +222,18 @@ Judge = Callable[[list[Path]], np.ndarray]
 def validate(data_dir: str | Path, clean_dir: str | Path, report_dir: str | Path, p: ValidateParams,
              limits: DecodeLimits, seed: int = 42, cache_path: str | Path | None = None, progress: bool = True,
              workers: int = 0, embed: Embedder | None = None, reference: pd.DataFrame | None = None,
-             judge: Judge | None = None, judge_name: str = "") -> dict[str, Any]:
+             judge: Judge | None = None, judge_name: str = "", faces: FacesParams | None = None) -> dict[str, Any]:
     """Validate every file, write the cleaned dataset and the reports; return the metrics.
 
     embed: the out-of-fold judge's features when validate.label_issue.features is `embeddings` (the CLI passes
     `model.embeddings.embed_files`); without it, or without weights, the cheap features are used.
     judge: a trained model as the label judge instead (`--label-judge`). reference: the images already in the
     dataset (a manifest: path, label, sha256, phash; `--reference`): a file repeating or contradicting one of them
-    is rejected and names it, and they are never rejected themselves."""
+    is rejected and names it, and they are never rejected themselves. faces: params.yaml `faces` (a face policy
+    finds each picture's faces; faces.require_one rejects no_face / several_faces)."""
     data_dir, clean_dir, report_dir = Path(data_dir), Path(clean_dir), Path(report_dir)
     frame, cache_stats = collect_metadata(data_dir, p, limits, Path(cache_path) if cache_path else None, progress,
-                                          workers)
+                                          workers, faces)
     embeddings = judged = None
     if judge is not None:
         decodes = frame["decodes"].fillna(False).astype(bool)
@@ -238,7 +251,9 @@ def validate(data_dir: str | Path, clean_dir: str | Path, report_dir: str | Path
     gx_frame = frame.drop(columns=["features", "detail", "label_confidence"])
     docs_dir = report_dir / "data_docs"
     shutil.rmtree(docs_dir, ignore_errors=True)
-    failed, gx_summary = run_suite(gx_frame, p.min_size, supported_modes(p), p.label_issue.remove, docs_dir)
+    one_face = finder_of(faces) is not None and faces.require_one
+    failed, gx_summary = run_suite(gx_frame.drop(columns=["face"]), p.min_size, supported_modes(p),
+                                   p.label_issue.remove, docs_dir, one_face)
 
     frame["reason"] = frame["path"].map(failed).fillna("")
     for i in frame.index[frame["reason"] == "unreadable"]:  # the detail of the reason that won
@@ -247,6 +262,10 @@ def validate(data_dir: str | Path, clean_dir: str | Path, report_dir: str | Path
     frame.loc[unsupported, "detail"] = frame.loc[unsupported].apply(_unsupported_why, axis=1)
     small = frame["reason"] == "too_small"
     frame.loc[small, "detail"] = frame.loc[small].apply(lambda r: f"{r['width']}x{r['height']}", axis=1)
+    for reason in ("no_face", "several_faces"):
+        rows = frame["reason"] == reason
+        frame.loc[rows, "detail"] = frame.loc[rows, "n_faces"].map(lambda n: f"{int(n)} faces found (faces.min_face "
+                                                                            f"{faces.min_face} px)")
 
     shutil.rmtree(clean_dir, ignore_errors=True)
     kept = frame[frame["reason"] == ""]

@@ -21,6 +21,7 @@ from ..core.metrics import binary_metrics, choose_threshold
 from ..core.params import Params, merge
 from ..model.scoring import ProbeScorer, SpectrumScorer, spectrum_features
 from ..core.splits_io import read_split, write_seen
+from ..core.faces import FaceInput, face_column
 from ..model.tensorcache import decode_all
 
 CNN_BASELINES = {
@@ -46,21 +47,22 @@ def _override(p: Params, patch: dict) -> Params:
 
 
 def train_lr(splits_dir: Path, out_dir: Path, size: int, seed: int, kind: str, limits: DecodeLimits,
-             c: float, max_iter: int) -> dict[str, float]:
+             c: float, max_iter: int, faces: FaceInput | None = None) -> dict[str, float]:
     """A feature + logistic-regression baseline (kind: spectrum_lr | probe_lr) fitted on train (inverse L2
     strength c, baselines.*), thresholded on val, stored as JSON in out_dir; returns its val metrics."""
     from ..model.probe import fit_probe, frozen_features
 
     features = spectrum_features if kind == "spectrum_lr" else (lambda x: frozen_features(x, size))
     tr, va = read_split(splits_dir, "train"), read_split(splits_dir, "val")
-    xtr, oktr = decode_all(tr["path"].tolist(), size, limits, progress=False)
-    xva, okva = decode_all(va["path"].tolist(), size, limits, progress=False)
+    xtr, oktr = decode_all(tr["path"].tolist(), size, limits, progress=False, faces=face_column(tr), face_input=faces)
+    xva, okva = decode_all(va["path"].tolist(), size, limits, progress=False, faces=face_column(va), face_input=faces)
     ftr, ytr = features(xtr[oktr]), tr["y"].to_numpy()[oktr]
     scaler, lr = fit_probe(ftr, ytr, seed, c, max_iter)
     yva = va["y"].to_numpy()[okva]
     pva = lr.predict_proba(scaler.transform(features(xva[okva])))[:, 1]
     thr = choose_threshold(yva, pva)
-    (SpectrumScorer if kind == "spectrum_lr" else ProbeScorer).save(out_dir, size, thr, scaler, lr)
+    (SpectrumScorer if kind == "spectrum_lr" else ProbeScorer).save(out_dir, size, thr, scaler, lr,
+                                                                    faces.policy.to_dict() if faces else None)
     write_seen(out_dir, splits_dir)
     return binary_metrics(yva, pva, thr)
 
@@ -81,7 +83,7 @@ def run_baselines(splits_dir: str | Path, out_dir: str | Path, report_dir: str |
     b = p.baselines
     for kind, c in (("probe_lr", b.probe_c), ("spectrum_lr", b.spectrum_c)):
         results[kind] = train_lr(splits_dir, out_dir / kind, p.train.image_size, p.seed, kind, p.decode_limits(), c,
-                                 b.max_iter)
+                                 b.max_iter, p.faces.face_input())
     report_dir.mkdir(parents=True, exist_ok=True)
     metrics = {name: {k: m[k] for k in ("roc_auc", "accuracy", "f1")} for name, m in results.items()}
     (report_dir / "metrics.json").write_text(json.dumps({"val": metrics}, indent=2, default=float) + "\n")

@@ -23,6 +23,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..data.features import STAT_SIZE, image_stats, jpeg_quality
+from ..core.faces import CropPolicy, FaceInput, FinderSettings, face_column
 from ..core.images import DecodeLimits, decode_image, image_files, open_image, to_tensor
 from ..core.params import DriftParams
 from ..core.stable import stable_ids
@@ -31,28 +32,34 @@ STAT_COLUMNS = ["brightness", "contrast", "saturation", "sharpness", "hf_energy"
                 "file_bytes", "jpeg_quality"]
 
 
-def list_images(source: str | Path) -> list[str]:
-    """Paths from a split CSV (written by `split`) or every non-hidden file under a folder."""
+def list_images(source: str | Path) -> tuple[list[str], list[str | None]]:
+    """(paths, face records) from a split CSV (written by `split`; its `face` column) or every non-hidden file
+    under a folder (faces not looked for yet: None)."""
     source = Path(source)
     if source.is_file() and source.suffix == ".csv":
         from ..core.splits_io import read_split
 
-        return read_split(source.parent, source.stem)["path"].tolist()
+        frame = read_split(source.parent, source.stem)
+        return frame["path"].tolist(), face_column(frame)
     if not source.is_dir():
         raise FileNotFoundError(f"drift input not found: {source} (give a split CSV or a folder)")
-    return [str(p) for p in image_files(source)]
+    paths = [str(p) for p in image_files(source)]
+    return paths, [None] * len(paths)
 
 
-def file_features(paths: list[str], limits: DecodeLimits, progress: bool = False, model_size: int | None = None
+def file_features(paths: list[str], limits: DecodeLimits, progress: bool = False, model_size: int | None = None,
+                  faces: list[str | None] | None = None, face_input: FaceInput | None = None
                   ) -> tuple[pd.DataFrame, torch.Tensor, int]:
     """(stats frame for readable files, uint8 images at model_size (N,3,S,S) for the detector, unreadable count).
 
-    Statistics use STAT_SIZE thumbnails; the detector gets its own input size (decoded from the same
-    image), never an upsampled thumbnail.
+    Statistics use STAT_SIZE thumbnails of the whole picture; the detector gets its own input: the face crop its
+    policy makes (face_input, faces: the rows' records), decoded from the same image, never a thumbnail.
     """
+    faces = faces if faces is not None else [None] * len(paths)
     size = model_size or STAT_SIZE
     rows, thumbs, bad = [], [], 0
-    for path in tqdm(paths, desc="drift features", unit="img", disable=not progress, leave=False):
+    for path, face in tqdm(zip(paths, faces), total=len(paths), desc="drift features", unit="img",
+                           disable=not progress, leave=False):
         try:
             with open_image(path, limits) as img:  # header only: the quantisation tables
                 quality = jpeg_quality(img)
@@ -64,30 +71,33 @@ def file_features(paths: list[str], limits: DecodeLimits, progress: bool = False
         small = np.asarray(rgb.resize((STAT_SIZE, STAT_SIZE), Image.Resampling.BILINEAR), np.uint8)
         rows.append({"path": path, **image_stats(small), "width": rgb.width, "height": rgb.height,
                      "file_bytes": nbytes, "jpeg_quality": quality})
-        thumbs.append(to_tensor(rgb, size))
+        crop = face_input.crop(rgb, face, size) if face_input is not None else rgb
+        thumbs.append(to_tensor(crop, size))
     frame = pd.DataFrame(rows, columns=["path", *STAT_COLUMNS])
     return frame, (torch.stack(thumbs) if thumbs else torch.zeros(0, 3, size, size, dtype=torch.uint8)), bad
 
 
 def drift(reference: str | Path, current: str | Path, out_dir: str | Path, d: DriftParams, limits: DecodeLimits,
-          model_dir: str | Path | None = None, progress: bool = True) -> dict:
-    """Compare current to reference; write OUT/report.html and OUT/metrics.json; return the metrics."""
+          model_dir: str | Path | None = None, progress: bool = True, finder: FinderSettings | None = None) -> dict:
+    """Compare current to reference; write OUT/report.html and OUT/metrics.json; return the metrics. The detector
+    embeds the face crops its stored policy makes (pictures without a stored face record: searched with finder)."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import EmbeddingsDrift
     from evidently.presets import DataDriftPreset
     from sklearn.decomposition import PCA
 
-    ref_paths, cur_paths = list_images(reference), list_images(current)
+    (ref_paths, ref_faces), (cur_paths, cur_faces) = list_images(reference), list_images(current)
     if not cur_paths:
         raise ValueError(f"current set is empty: {current}")
-    scorer, model_size = None, None
+    scorer, model_size, fi = None, None, None
     if model_dir is not None:
         from ..model.scoring import TorchScorer
 
         scorer = TorchScorer(model_dir)
         model_size = scorer.image_size
-    ref, ref_img, ref_bad = file_features(ref_paths, limits, progress, model_size)
-    cur, cur_img, cur_bad = file_features(cur_paths, limits, progress, model_size)
+        fi = FaceInput(CropPolicy.from_dict(scorer.face_crop), finder or FinderSettings())
+    ref, ref_img, ref_bad = file_features(ref_paths, limits, progress, model_size, ref_faces, fi)
+    cur, cur_img, cur_bad = file_features(cur_paths, limits, progress, model_size, cur_faces, fi)
     if len(cur) < 2 or len(ref) < 2:
         raise ValueError(f"need at least 2 readable images on each side (reference {len(ref)}, current {len(cur)}; "
                          f"{cur_bad} unreadable in current)")

@@ -24,6 +24,7 @@ from ..core.metrics import (CI_METRICS, binary_metrics, bootstrap_ci, bootstrap_
                             expected_calibration_error, reliability_table)
 from ..model.scoring import Scorer, load_scorer
 from .model_card import model_card_markdown
+from ..core.faces import CropPolicy, FaceInput, FinderSettings, face_column
 from ..core.splits_io import read_folder, read_split
 from ..core.images import DecodeLimits
 from ..core.params import EvaluateParams
@@ -75,10 +76,18 @@ PERTURBATIONS: dict[str, Perturb] = {
 }
 
 
+def face_input(scorer: Scorer, finder: FinderSettings | None = None) -> FaceInput:
+    """How the rows become this scorer's input: its stored crop policy; rows with no stored face record (a folder
+    given with --data) are searched with `finder`."""
+    return FaceInput(CropPolicy.from_dict(getattr(scorer, "face_crop", None)), finder or FinderSettings())
+
+
 def score_frame(scorer: Scorer, frame: pd.DataFrame, limits: DecodeLimits, transform: Perturb | None = None,
-                progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities for decodable rows, ok mask over frame rows)."""
-    images, ok = decode_all(frame["path"].tolist(), scorer.image_size, limits, progress, transform=transform)
+                progress: bool = False, finder: FinderSettings | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities for decodable rows, ok mask over frame rows); each row cropped to its face as the scorer
+    was trained."""
+    images, ok = decode_all(frame["path"].tolist(), scorer.image_size, limits, progress, transform=transform,
+                            faces=face_column(frame), face_input=face_input(scorer, finder))
     return scorer.predict(images[ok]), ok
 
 
@@ -104,16 +113,24 @@ def source_metrics(y: np.ndarray, prob: np.ndarray, threshold: float, n_boot: in
 
 
 def score_variants(scorer: Scorer, paths: list[str], transforms: dict[str, Perturb | None], limits: DecodeLimits,
-                   workers: int, chunk: int = 256, progress: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{name: (probabilities for its decodable rows, ok mask)}: every file decoded once per chunk, each
-    perturbation applied in memory (threads), so memory holds `chunk` files x conditions at the model size."""
+                   workers: int, chunk: int = 256, progress: bool = False, faces: list[str | None] | None = None,
+                   finder: FinderSettings | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{name: (probabilities for its decodable rows, ok mask)}: every file decoded once per chunk (and cropped to its
+    face: faces, the rows' records), each perturbation applied in memory (threads) to that crop, so memory holds
+    `chunk` files x conditions at the model size."""
     from tqdm import tqdm
+
+    from ..model.tensorcache import _cropper
+
+    fi = face_input(scorer, finder)
+    faces = faces if faces is not None else [None] * len(paths)
 
     probs = {n: [] for n in transforms}
     oks = {n: [] for n in transforms}
     for start in tqdm(range(0, len(paths), chunk), desc="evaluate", unit="chunk", disable=not progress, leave=False):
+        crop = _cropper(faces[start:start + chunk], fi, scorer.image_size, scorer.image_size)
         for name, (images, ok) in decode_variants(paths[start:start + chunk], scorer.image_size, transforms, limits,
-                                                  workers).items():
+                                                  workers, crop=crop).items():
             oks[name].append(ok)
             if name == "clean" and hasattr(scorer, "logits"):  # one forward: calibrated, the reliability "before",
                 # and each image's novelty when the (torch) model stores a novelty model
@@ -139,11 +156,11 @@ def robustness_conditions(size: int) -> dict[str, Perturb]:
 
 
 def evaluate_model(scorer: Scorer, frame: pd.DataFrame, limits: DecodeLimits, e: EvaluateParams,
-                   robustness: bool = True, progress: bool = False) -> dict:
+                   robustness: bool = True, progress: bool = False, finder: FinderSettings | None = None) -> dict:
     y_all = frame["y"].to_numpy()
     conditions = robustness_conditions(scorer.image_size) if robustness else {}
     scored = score_variants(scorer, frame["path"].tolist(), {"clean": None, **conditions}, limits, e.workers,
-                            progress=progress)
+                            progress=progress, faces=face_column(frame), finder=finder)
     prob, ok = scored.pop("clean")
     raw = scored.pop("uncalibrated", (prob, ok))[0]  # scorers without a stored calibration: the same
     novelty = scored.pop("novelty", (None, None))[0]
@@ -223,7 +240,7 @@ def summary_markdown(results: dict[str, dict], primary: str, robustness: dict) -
 def evaluate(model_dir: str | Path, out_dir: str | Path, limits: DecodeLimits, e: EvaluateParams, *,
              splits_dir: str | Path | None = None, data_dir: str | Path | None = None,
              baselines_dir: str | Path | None = None, device: str = "cpu", progress: bool = True,
-             robustness: bool = True) -> dict:
+             robustness: bool = True, finder: FinderSettings | None = None) -> dict:
     """Score the model (and baselines) on the test split or on a labelled folder; write reports.
 
     robustness: also score the primary model under every perturbation (each file decoded once, the
@@ -244,7 +261,7 @@ def evaluate(model_dir: str | Path, out_dir: str | Path, limits: DecodeLimits, e
     results, main = {}, None
     for name, scorer in scorers.items():
         res = evaluate_model(scorer, frame, limits, e, robustness=robustness and name == primary,
-                             progress=progress and name == primary)
+                             progress=progress and name == primary, finder=finder)
         results[name] = res
         if name == primary:
             main = res

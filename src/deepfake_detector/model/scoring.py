@@ -32,6 +32,7 @@ class Scorer(Protocol):
     name: str
     image_size: int
     threshold: float
+    face_crop: dict | None  # core.faces.CropPolicy.to_dict() of the data it was trained on
 
     def predict(self, images: torch.Tensor) -> np.ndarray: ...
 
@@ -98,6 +99,7 @@ class TorchScorer:
         self.calibration = self.info.get("calibration")  # models trained before calibration: plain sigmoid
         self.novelty = self.info.get("novelty")
         self.novelty_threshold = None if self.novelty is None else float(self.novelty["threshold"])
+        self.face_crop = self.info.get("face_crop")  # core.faces.CropPolicy; None: models scored whole pictures
 
     def predict(self, images: torch.Tensor) -> np.ndarray:
         return calibrated(self.logits(images), self.calibration)
@@ -139,6 +141,7 @@ class OnnxScorer:
         self.calibration = info.get("calibration")
         self.novelty = info.get("novelty")
         self.novelty_threshold = None if self.novelty is None else float(self.novelty["threshold"])
+        self.face_crop = info.get("face_crop")
         path = Path(onnx_path) if onnx_path else Path(model_dir) / "detector.onnx"
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: run `dfd export {model_dir} --onnx` first")
@@ -176,11 +179,11 @@ class JsonLogisticScorer(_NoNovelty):
     DESCRIBE: dict = {}
 
     @classmethod
-    def save(cls, out_dir: Path, size: int, threshold: float, scaler, lr) -> None:
-        """The one writer of these files: input size, threshold, scaler and coefficients."""
+    def save(cls, out_dir: Path, size: int, threshold: float, scaler, lr, face_crop: dict | None = None) -> None:
+        """The one writer of these files: input size, threshold, face crop, scaler and coefficients."""
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / cls.FILE).write_text(json.dumps({
-            "image_size": size, "threshold": threshold, **cls.DESCRIBE,
+            "image_size": size, "threshold": threshold, **cls.DESCRIBE, "face_crop": face_crop,
             "mean": scaler.mean_.tolist(), "scale": scaler.scale_.tolist(),
             "coef": lr.coef_[0].tolist(), "intercept": float(lr.intercept_[0])}, indent=1))
 
@@ -188,6 +191,7 @@ class JsonLogisticScorer(_NoNovelty):
         cfg = json.loads((Path(model_dir) / self.FILE).read_text())
         self.name = Path(model_dir).name
         self.image_size, self.threshold = int(cfg["image_size"]), float(cfg["threshold"])
+        self.face_crop = cfg.get("face_crop")
         self.mean, self.scale = np.array(cfg["mean"]), np.array(cfg["scale"])
         self.coef, self.intercept = np.array(cfg["coef"]), float(cfg["intercept"])
 

@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from ..core.faces import FaceInput
 from ..core.images import DecodeLimits, decode_image, to_tensor
 
 SHARD_BYTES = 256 * 2**20
@@ -99,21 +100,29 @@ def _shards(ids: list[str], size: int) -> list[np.ndarray]:
 def decode_all(paths: Sequence[str], size: int, limits: DecodeLimits, progress: bool = True, desc: str = "decode",
                transform: Callable[[Image.Image], Image.Image] | None = None, workers: int = 2,
                disk_dir: str | Path | None = None, ram_limit_bytes: int | None = None,
-               hashes: Sequence[str] | None = None) -> tuple[torch.Tensor | DiskCache, np.ndarray]:
+               hashes: Sequence[str] | None = None, faces: Sequence[str | None] | None = None,
+               face_input: FaceInput | None = None, crop_size: int | None = None
+               ) -> tuple[torch.Tensor | DiskCache, np.ndarray]:
     """(N, 3, size, size) uint8 images (a tensor in RAM, or a DiskCache) and a mask of files that decoded.
 
     Unreadable or refused files become zero images with ok=False (callers skip or count them).
     transform, if given, is applied to the decoded full-resolution RGB image before resizing
-    (used by the robustness card to JPEG/blur/resize at source resolution).
+    (used by the robustness card to JPEG/blur/resize at source resolution). face_input: each picture is first
+    cropped to its face (faces: the row's stored record, core/faces.py) as chosen for a crop_size model input
+    (default size; size > crop_size widens the window at the same scale).
     """
+    crop = _cropper(faces, face_input, crop_size or size, size)
     on_disk = (disk_dir is not None and ram_limit_bytes is not None and transform is None
                and cache_bytes(len(paths), size) > ram_limit_bytes)
     bar = tqdm(total=len(paths), desc=desc, unit="img", disable=not progress, leave=False)
     if not on_disk:
-        out = decode_variants(paths, size, {"x": transform}, limits, workers, bar)["x"]
+        out = decode_variants(paths, size, {"x": transform}, limits, workers, bar, crop)["x"]
         bar.close()
         return out
     ids = _content_ids(paths, hashes)
+    if crop is not None:  # the shard holds crops: its id names the face record and the policy too
+        tag = f"{face_input.policy.to_dict()} {crop_size or size}"
+        ids = [hashlib.sha256(f"{i} {f} {tag}".encode()).hexdigest() for i, f in zip(ids, faces or [None] * len(ids))]
     files, shard_of, offset = [], np.zeros(len(paths), np.int32), np.zeros(len(paths), np.int64)
     ok = np.zeros(len(paths), dtype=bool)
     Path(disk_dir).mkdir(parents=True, exist_ok=True)
@@ -124,8 +133,10 @@ def decode_all(paths: Sequence[str], size: int, limits: DecodeLimits, progress: 
             tmp, part_ok = data.with_suffix(".tmp"), []
             with open(tmp, "wb") as fh:  # decoded in chunks, appended: memory holds one chunk
                 for c in range(0, len(rows), WRITE_CHUNK):
-                    chunk = [paths[i] for i in rows[c:c + WRITE_CHUNK]]
-                    buf, chunk_ok = decode_variants(chunk, size, {"x": None}, limits, workers, bar)["x"]
+                    part = rows[c:c + WRITE_CHUNK]
+                    chunk_crop = None if crop is None else _subset(crop, part)
+                    buf, chunk_ok = decode_variants([paths[i] for i in part], size, {"x": None}, limits, workers, bar,
+                                                    chunk_crop)["x"]
                     part_ok.append(chunk_ok)
                     fh.write(buf.numpy().tobytes())
             mask_tmp = mask.with_name(mask.name + ".tmp")
@@ -141,16 +152,43 @@ def decode_all(paths: Sequence[str], size: int, limits: DecodeLimits, progress: 
     return DiskCache(files, shard_of, offset, size), ok
 
 
+Crop = Callable[[int, Image.Image], Image.Image]  # (row, decoded picture) -> the face crop
+
+
+def _cropper(faces: Sequence[str | None] | None, face_input: FaceInput | None, crop_size: int,
+             out_size: int) -> Crop | None:
+    """Row i's picture -> its face crop (None: pictures are used whole, the policy finds no faces)."""
+    if face_input is None or not face_input.policy.finds_faces:
+        return None
+    records = list(faces) if faces is not None else None
+
+    def crop(i: int, img: Image.Image) -> Image.Image:
+        return face_input.crop(img, None if records is None else records[i], crop_size, out_size)
+
+    crop.records = records  # type: ignore[attr-defined]
+    crop.args = (face_input, crop_size, out_size)  # type: ignore[attr-defined]
+    return crop
+
+
+def _subset(crop: Crop, rows: Sequence[int]) -> Crop:
+    """The cropper of a subset of rows (a shard's chunk), indexed from 0."""
+    records = crop.records  # type: ignore[attr-defined]
+    return _cropper(None if records is None else [records[i] for i in rows], *crop.args)  # type: ignore[attr-defined]
+
+
 def decode_variants(paths: Sequence[str], size: int, transforms: dict[str, Callable[[Image.Image], Image.Image] | None],
-                    limits: DecodeLimits, workers: int = 2, bar=None) -> dict[str, tuple[torch.Tensor, np.ndarray]]:
-    """Each file decoded once, every transform applied to that decoded image in memory (None = as is):
-    {name: ((N, 3, size, size) uint8, ok mask)}. The one decode loop of this module (decode_all uses it)."""
+                    limits: DecodeLimits, workers: int = 2, bar=None,
+                    crop: Crop | None = None) -> dict[str, tuple[torch.Tensor, np.ndarray]]:
+    """Each file decoded once (and cropped to its face: crop), every transform applied to that image in memory
+    (None = as is): {name: ((N, 3, size, size) uint8, ok mask)}. The one decode loop of this module."""
     out = {name: (torch.zeros((len(paths), 3, size, size), dtype=torch.uint8), np.zeros(len(paths), dtype=bool))
            for name in transforms}
 
     def work(i: int) -> None:
         try:
             img = decode_image(paths[i], limits)
+            if crop is not None:
+                img = crop(i, img)
         except Exception:  # noqa: BLE001 - unreadable or refused: ok stays False everywhere
             return
         for name, fn in transforms.items():

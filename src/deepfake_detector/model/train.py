@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..core.metrics import binary_metrics, calibrated, choose_threshold, fit_platt
+from ..core.faces import face_column
 from ..core.params import Params
 from ..core.splits_io import read_split, split_version, write_seen
 from .augment import augment, jpeg_cpu
@@ -54,6 +55,7 @@ class TrainData:
     row_weights: torch.Tensor | None = None  # train.balance_sources: each row's draw weight
     sources: np.ndarray | None = None  # each row's source
     unreadable: int = 0  # train + val files that did not decode (skipped)
+    hulls: torch.Tensor | None = None  # (N, 68, 2) landmarks in each row's crop (fractions): landmark-hull blends
 
     @property
     def real_rows(self) -> torch.Tensor:
@@ -78,7 +80,8 @@ def train_step(nets: Nets, p: Params, xb: torch.Tensor, yb: torch.Tensor, data: 
     n_extra = max(2, int(t.extra_fakes_share * len(xb))) if t.extra_fakes != "none" else 0
     if t.extra_fakes == "self_blend":  # blends join the batch: the same augmentation, the same forward
         reals = data.real_rows[torch.randint(len(data.real_rows), (n_extra,), generator=gen)]
-        xb = torch.cat([xb, self_blend(data.x[reals], t.self_blend, gen)[0]])
+        hulls = data.hulls[reals] if data.hulls is not None else None
+        xb = torch.cat([xb, self_blend(data.x[reals], t.self_blend, gen, hulls)[0]])
     x = augment(jpeg_cpu(xb, t.augment, gen).to(dev, non_blocking=True), t.image_size, t.augment, gen)
     x = x.contiguous(memory_format=MEMORY_FORMAT)
     z = torch.randn(n_extra, p.model.latent_dim, generator=gen).to(dev) if t.extra_fakes == "dcgan" else None
@@ -114,14 +117,14 @@ def batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size) if len(order[i:i + batch_size]) > 1]
 
 
-def validate_epoch(D: torch.nn.Module, data: TrainData, size: int, device: torch.device
-                   ) -> tuple[dict[str, float], float, dict[str, float]]:
+def validate_epoch(D: torch.nn.Module, data: TrainData, size: int, device: torch.device,
+                   objective: str = "youden", max_fpr: float = 0.05) -> tuple[dict[str, float], float, dict[str, float]]:
     """Val metrics of calibrated probabilities (Platt scaling fitted on these val logits), the threshold chosen
-    on them, and the calibration itself."""
+    on them (evaluate.threshold), and the calibration itself."""
     logits = predict_logits(D, data.val_x, size, device)
     cal = fit_platt(logits, data.val_y)
     prob = calibrated(logits, cal)
-    thr = choose_threshold(data.val_y, prob)
+    thr = choose_threshold(data.val_y, prob, objective, max_fpr)
     return binary_metrics(data.val_y, prob, thr), thr, cal
 
 
@@ -159,7 +162,8 @@ def fit(p: Params, data: TrainData, nets: Nets, model_dir: Path, ckpt_dir: Path,
             timings.append({"epoch": epoch, "images_per_s": sum(map(len, steps)) / max(secs, 1e-9), "epoch_s": secs})
             state.epoch = epoch
             if main:  # validate, keep the best, checkpoint, log
-                metrics, thr, cal = validate_epoch(nets.D, data, t.image_size, nets.device)
+                op = p.evaluate.threshold
+                metrics, thr, cal = validate_epoch(nets.D, data, t.image_size, nets.device, op.objective, op.max_fpr)
                 score = metrics[t.select_metric]
                 if score > state.best_score:
                     state.best_score, state.best_epoch, state.bad_epochs = score, epoch, 0
@@ -222,7 +226,8 @@ def save_best(model_dir: Path, nets: Nets, p: Params, epoch: int, threshold: flo
               cal: dict[str, float]) -> None:
     model_dir.mkdir(parents=True, exist_ok=True)
     save_detector(model_dir / "detector.pt", nets.D, p.train.image_size, threshold,
-                  {"val_metrics": metrics, "epoch": epoch, "calibration": cal})
+                  {"val_metrics": metrics, "epoch": epoch, "calibration": cal,
+                   "face_crop": p.faces.crop_policy().to_dict()})  # predict/serve crop faces as training did
     m = p.model
     save_generator(model_dir / "generator.pt", nets.G, m.latent_dim, m.generator_width, m.generator_size)
 
@@ -264,11 +269,13 @@ def load_data(p: Params, splits_dir: Path, cache_dir: Path, progress: bool, d: D
                          "self_blend) and a non-empty val split")
     if not d.main:
         barrier(d)
-    limits = p.decode_limits()
+    limits, faces = p.decode_limits(), p.faces.face_input()
     train_x, ok_tr = decode_all(tr["path"].tolist(), load_size, limits, progress and d.main, "decode train",
                                 disk_dir=cache_dir, ram_limit_bytes=int(p.train.cache_ram_gb * 2**30),
-                                hashes=tr["sha256"].tolist() if "sha256" in tr else None)
-    val_x, ok_va = decode_all(va["path"].tolist(), size, limits, progress and d.main, "decode val")
+                                hashes=tr["sha256"].tolist() if "sha256" in tr else None,
+                                faces=face_column(tr), face_input=faces, crop_size=size)
+    val_x, ok_va = decode_all(va["path"].tolist(), size, limits, progress and d.main, "decode val",
+                              faces=face_column(va), face_input=faces)
     if d.main:
         barrier(d)
     val_x, val_y = val_x[ok_va], va["y"].to_numpy()[ok_va]
@@ -276,8 +283,26 @@ def load_data(p: Params, splits_dir: Path, cache_dir: Path, progress: bool, d: D
         val_x = torch.cat([val_x, self_blend(val_x, p.train.self_blend, torch.Generator().manual_seed(p.seed))[0]])
         val_y = np.concatenate([val_y, np.ones_like(val_y)])
     data = TrainData(train_x, torch.tensor(tr["y"].to_numpy()), torch.as_tensor(np.flatnonzero(ok_tr)),
-                     val_x, val_y, sources=tr["source"].to_numpy(), unreadable=int((~ok_tr).sum() + (~ok_va).sum()))
+                     val_x, val_y, sources=tr["source"].to_numpy(), unreadable=int((~ok_tr).sum() + (~ok_va).sum()),
+                     hulls=hull_points(tr, p, load_size) if blends else None)
     return with_balance(data, p.train.balance_sources)
+
+
+def hull_points(frame, p: Params, load_size: int) -> torch.Tensor | None:
+    """(N, 68, 2) landmarks of each training row in its decoded crop, as fractions of the side (NaN where a row
+    has no stored face), for self-blends on the landmark hull; None when the rows carry no landmarks."""
+    from ..core.faces import Face, N_LANDMARKS, crop_affine, landmarks_in_crop
+
+    records = face_column(frame)
+    if not any(records) or not {"width", "height"} <= set(frame):
+        return None
+    policy, size = p.faces.crop_policy(), p.train.image_size
+    out = np.full((len(frame), N_LANDMARKS, 2), np.nan, np.float32)
+    for i, (rec, w, h) in enumerate(zip(records, frame["width"], frame["height"])):
+        face = Face.from_json(rec)
+        if face is not None:
+            out[i] = landmarks_in_crop(face, crop_affine(face, policy, size, int(w), int(h), load_size), load_size)
+    return torch.from_numpy(out)
 
 
 def with_balance(data: TrainData, balance_sources: bool) -> TrainData:

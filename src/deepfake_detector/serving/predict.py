@@ -1,21 +1,22 @@
-"""Ask "is this face image fake?" of files, folders or globs; optional Grad-CAM overlays.
+"""Ask "is this face fake?" of the photos in files, folders or globs: one row per face; optional Grad-CAM.
 
-    dfd predict img.jpg faces/ 'more/*.png' --format table|json|csv [--explain heatmaps/] [--runtime onnx]
+    dfd predict photo.jpg faces/ 'more/*.png' --format table|json|csv [--explain heatmaps/] [--runtime onnx]
     dfd predict img.jpg --model detector@prod            # a registry ref (serving/registry.py)
-    dfd predict photo.jpg --crop-faces      # not an aligned face crop: find the largest face first
 
-Per image: fake probability, label from the threshold stored with the model, "uncertain" when
-the probability is within the band (params.yaml serve.uncertainty_band, or `--band`) of that
-threshold, and the model version. Images go through the model in batches (serve.batch_size).
-Unreadable files get an error entry; the rest are still scored (the CLI exits 1 if any failed).
+Each face found in a picture (core/faces.py: dlib's detector and 68 landmarks) is cropped as the model's training
+data were (the crop policy stored with the model) and scored: one row per face with its box (x0, y0, x1, y1 in
+picture pixels), fake probability, label from the model's stored threshold, "uncertain" within the band
+(serve.uncertainty_band or `--band`), novelty/unfamiliar, and `verdict` true on the picture's most suspicious face
+(the picture's answer). A picture with no face gets one row with status no_face (faces.no_face: whole scores the
+whole picture instead); a model trained on whole pictures (faces.policy: whole) scores the whole picture. Pictures
+go through the model in batches (serve.batch_size). Unreadable files get an error row; the rest are still scored
+(the CLI exits 1 if any failed). `--explain`: one overlay per picture, each face's Grad-CAM drawn back onto it.
 """
 
 from __future__ import annotations
 
-import functools
 import glob
 import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from ..core.images import decode_image, image_files, to_tensor
+from ..core.images import image_files, to_tensor
 
 
 def expand(inputs: list[str]) -> list[str]:
@@ -39,25 +40,6 @@ def expand(inputs: list[str]) -> list[str]:
         else:
             out.append(item)
     return list(dict.fromkeys(out))
-
-
-@functools.lru_cache(maxsize=1)
-def _face_cascade():
-    import cv2  # OpenCV's bundled Haar cascade: works offline, no model download
-
-    return cv2.CascadeClassifier(os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml"))
-
-
-def detect_face(img: Image.Image, margin: float) -> tuple[int, int, int, int] | None:
-    """Box (x0, y0, x1, y1) around the largest frontal face, widened by margin x its side on every edge
-    (serve.face_crop_margin); None if no face."""
-    faces = _face_cascade().detectMultiScale(np.array(img.convert("L")), scaleFactor=1.1, minNeighbors=4,
-                                             minSize=(24, 24))
-    if len(faces) == 0:
-        return None
-    x, y, w, h = (int(v) for v in max(faces, key=lambda f: f[2] * f[3]))
-    m = int(margin * max(w, h))
-    return max(0, x - m), max(0, y - m), min(img.width, x + w + m), min(img.height, y + h + m)
 
 
 def grad_cam(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -97,57 +79,72 @@ def overlay(img: Image.Image, heat: np.ndarray) -> Image.Image:
     return Image.fromarray((base * (1 - alpha) + color * alpha).astype(np.uint8))
 
 
-def predict(inputs: list[str], model: str | Path, band: float | None = None, explain_dir: str | Path | None = None,
-            runtime: str = "torch", crop_faces: bool = False, progress: bool = True, batch_size: int | None = None,
-            repo: str | Path = ".", params: str | Path | None = None,
-            face_margin: float | None = None) -> list[dict[str, Any]]:
-    """One row per expanded input (path, fake_probability, label, uncertain, threshold, model_version, or
-    error); `model` is a folder or a registry ref. Images are scored batch_size at a time. face_margin:
-    serve.face_crop_margin unless given."""
+def explain_picture(cam_model: torch.nn.Module, img: Image.Image, crops: list, size: int) -> Image.Image:
+    """The picture with each face's Grad-CAM (of its crop) warped back onto the face (core.faces affine)."""
+    import cv2
+
     from ..model.augment import to_input
+
+    heat = np.zeros((img.height, img.width), np.float32)
+    for c in crops:
+        cam = grad_cam(cam_model, to_input(to_tensor(c.image, size)[None], size))[0].numpy()
+        back = cv2.warpAffine(cam.astype(np.float32), np.asarray(c.affine, np.float64), (img.width, img.height),
+                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
+                              borderValue=0)
+        heat = np.maximum(heat, back)
+    return overlay(img, heat)
+
+
+FACE_FIELDS = ("fake_probability", "label", "uncertain", "novelty", "unfamiliar")
+
+
+def picture_rows(path: str, pred) -> list[dict[str, Any]]:
+    """A Prediction as rows: one per face (face index, box, its scores, verdict on the most suspicious one), or one
+    row with the status (no_face) or the error."""
+    base = {"path": path, "status": pred.status, "n_faces": pred.n_faces, "model_version": pred.model_version,
+            "threshold": pred.threshold}
+    if pred.error is not None or not pred.faces:
+        return [{**base, **({"error": pred.error} if pred.error else {})}]
+    rows = []
+    for k, f in enumerate(pred.faces):
+        d = f.to_dict()
+        rows.append({**base, "face": k, "box": " ".join(map(str, d["box"])), "verdict": k == pred.face,
+                     "scored_whole": pred.scored_whole, **{c: d.get(c) for c in FACE_FIELDS}})
+    return rows
+
+
+def predict(inputs: list[str], model: str | Path, band: float | None = None, explain_dir: str | Path | None = None,
+            runtime: str = "torch", progress: bool = True, batch_size: int | None = None,
+            repo: str | Path = ".", params: str | Path | None = None) -> list[dict[str, Any]]:
+    """Rows for the expanded inputs: one per face (picture_rows); `model` is a folder or a registry ref. Pictures
+    are scored batch_size at a time."""
     from ..model.scoring import TorchScorer
-    from .detector import Detector, error_text
+    from .detector import Detector
 
     det = Detector.load(model, runtime, band, batch_size, repo=repo, params=params)
-    if crop_faces and face_margin is None:
-        from ..core.params import load_params
-
-        face_margin = load_params(Path(params) if params else Path(repo) / "params.yaml").serve.face_crop_margin
     cam_model = (det.scorer if isinstance(det.scorer, TorchScorer) else TorchScorer(det.model_dir)).model \
         if explain_dir is not None else None
     if explain_dir is not None:
         Path(explain_dir).mkdir(parents=True, exist_ok=True)
     paths = expand(inputs)
     rows: list[dict[str, Any]] = []
-    batch: list[tuple[dict, Image.Image]] = []
-
-    def flush() -> None:
-        for (row, img), pred in zip(batch, det.predict([img for _, img in batch])):
-            row.update({k: v for k, v in pred.to_dict().items() if k != "source"})
-            if cam_model is not None:
-                heat = grad_cam(cam_model, to_input(to_tensor(img, det.image_size)[None], det.image_size))[0].numpy()
-                tag = hashlib.sha1(str(Path(row["path"]).resolve()).encode()).hexdigest()[:8]  # a/x.jpg != b/x.jpg
-                out = Path(explain_dir) / f"{Path(row['path']).stem}_{tag}_gradcam.png"
-                overlay(img, heat).save(out)
-                row["explanation"] = str(out)
-        batch.clear()
-
-    for path in tqdm(paths, desc="predict", unit="img", disable=not progress or len(paths) < 2):
-        row: dict[str, Any] = {"path": path}
-        rows.append(row)
-        try:
-            img = decode_image(path, det.limits)
-        except Exception as exc:  # noqa: BLE001 - one bad file must not stop the rest
-            row["error"] = error_text(exc)
-            continue
-        box = detect_face(img, face_margin) if crop_faces else None
-        if box is not None:
-            img = img.crop(box)
-        if crop_faces:  # no face found: the whole image was scored, and the row says so
-            row["crop_box"] = list(box) if box is not None else None
-        batch.append((row, img))
-        if len(batch) == det.batch_size:
-            flush()
-    if batch:
-        flush()
+    bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress or len(paths) < 2)
+    for start in range(0, len(paths), det.batch_size):
+        chunk = paths[start:start + det.batch_size]
+        crops: list = [] if cam_model is not None else None
+        preds = det.predict(chunk, crops_out=crops)
+        explained = {}
+        for i, img, face_crops in crops or []:
+            if face_crops:
+                tag = hashlib.sha1(str(Path(chunk[i]).resolve()).encode()).hexdigest()[:8]  # a/x.jpg != b/x.jpg
+                out = Path(explain_dir) / f"{Path(chunk[i]).stem}_{tag}_gradcam.png"
+                explain_picture(cam_model, img, face_crops, det.image_size).save(out)
+                explained[i] = str(out)
+        for i, (path, pred) in enumerate(zip(chunk, preds)):
+            for row in picture_rows(path, pred):
+                if i in explained:
+                    row["explanation"] = explained[i]
+                rows.append(row)
+        bar.update(len(chunk))
+    bar.close()
     return rows

@@ -118,7 +118,8 @@ class RequestLog:
         sha = hashlib.sha256(data).hexdigest()
         entry = {"time": round(time.time(), 3), "sha256": sha, "bytes": len(data), "key": key,
                  **{k: result.get(k) for k in ("fake_probability", "label", "uncertain", "novelty", "unfamiliar",
-                                               "model_version")}}
+                                               "model_version", "face_status", "n_faces", "face")},
+                 "faces": result.get("faces", [])}  # per face: box, probability, label, novelty
         with self.lock:
             if self.images is not None:
                 self.images.mkdir(parents=True, exist_ok=True)
@@ -191,7 +192,8 @@ def create_app(detector, s: ServeParams, request_log: str | Path | None = None, 
                      s.request_log_keep)
     registry = CollectorRegistry()
     m = _metrics(registry, detector.version, detector.runtime)
-    pool = DecodePool(s.decode_workers, limits, detector.image_size, s.decode_timeout_s)
+    pool = DecodePool(s.decode_workers, limits, detector.image_size, s.decode_timeout_s, detector.crop,
+                      detector.faces)
     batcher = Batcher(detector.score_tensor, s.batch_size if s.batching else 1 << 30,
                       s.max_wait_ms if s.batching else 0, on_batch=lambda n: m["batch"].observe(n))
     solo = asyncio.Lock()  # batching off: one request's images per forward pass, one pass at a time
@@ -280,7 +282,7 @@ def create_app(detector, s: ServeParams, request_log: str | Path | None = None, 
                               f"serve.max_request_pixels ({s.max_request_pixels}): send fewer or smaller images")
         todo = [i for i, r in enumerate(results) if "status" not in r]
         decoded = await asyncio.gather(*(pool.decode(datas[i]) for i in todo), return_exceptions=True)
-        images, rows = [], []
+        images, rows = [], []  # rows: (file index, its Decoded); images: every face crop of every file
         for i, out in zip(todo, decoded):
             if isinstance(out, (ImageRefused, DecodeTimeout)):
                 status, reason = (503, "timeout") if isinstance(out, DecodeTimeout) else (STATUS[out.kind], out.kind)
@@ -291,11 +293,17 @@ def create_app(detector, s: ServeParams, request_log: str | Path | None = None, 
             else:
                 import torch
 
-                images.append(torch.from_numpy(out.copy()).permute(2, 0, 1))
-                rows.append(i)
-        for i, scored in zip(rows, await score(images) if images else []):
-            results[i].update({"status": 200, **detector.result(*scored, results[i]["filename"] or "").to_dict()})
-            results[i].pop("source", None)
+                images += [torch.from_numpy(c.copy()).permute(2, 0, 1) for c in out.crops]
+                rows.append((i, out))
+        scored, k = (await score(images) if images else []), 0
+        for i, out in rows:
+            pred = detector.compose(results[i]["filename"] or "", out.status, out.boxes, scored[k:k + len(out.boxes)],
+                                    out.n_faces, out.whole)
+            k += len(out.boxes)
+            answer = pred.to_dict()
+            answer["face_status"] = answer.pop("status")  # ok | no_face; `status` is the file's HTTP status
+            answer.pop("source", None)
+            results[i].update({**answer, "status": 200})
             log.write(datas[i], results[i], key)
         for r in results:
             m["images"].labels(str(r["status"])).inc()
