@@ -34,6 +34,33 @@ def test_a_blend_changes_pixels_only_inside_its_mask(demo_dir, tmp_path, seed):
     assert (mask[:, :, 28:36, 28:36] > 0).all() and (mask[:, :, :3, :3] == 0).all()  # ... the face, not the corners
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_hull_mask_covers_the_landmark_hull_and_nothing_else(tmp_path, seed):
+    """mask: hull, with no deformation, jitter or blur: the mask is the convex hull of the 68 points (rasterised
+    by OpenCV for the check); rows without landmarks (NaN) get the ellipse."""
+    import cv2
+    from scipy.spatial import ConvexHull
+
+    from deepfake_detector.model.selfblend import MASK_SIDE, face_mask
+
+    q = load_params(write_params(tmp_path / "p.yaml")).train.self_blend.model_copy(
+        update={"mask": "hull", "mask_jitter": 0.0, "mask_deform": 0.0, "mask_blur": (0.0, 0.0), "ratio": (1.0, 1.0)})
+    rng = np.random.default_rng(seed)
+    pts = rng.uniform(0.2, 0.8, (3, 68, 2))
+    hulls = torch.from_numpy(pts).float()
+    hulls[2] = float("nan")
+    mask = face_mask(3, MASK_SIDE, MASK_SIDE, q, torch.Generator().manual_seed(seed), hulls)[:, 0]
+    for i in range(2):
+        poly = pts[i][ConvexHull(pts[i]).vertices] * MASK_SIDE - 0.5  # pixel centres at (k + 0.5) / side
+        ref = np.zeros((MASK_SIDE, MASK_SIDE), np.uint8)
+        cv2.fillConvexPoly(ref, np.round(poly * 16).astype(np.int32), 1, shift=4)
+        got = mask[i].numpy() > 0.5
+        iou = (got & (ref > 0)).sum() / (got | (ref > 0)).sum()
+        assert iou > 0.9, iou  # the ellipse scores ~0.7 here
+    ellipse = face_mask(1, MASK_SIDE, MASK_SIDE, q, torch.Generator().manual_seed(seed))[0, 0]
+    assert torch.equal(mask[2], ellipse)  # the same draw: no landmarks, the ellipse
+
+
 def test_blends_come_from_the_training_reals_only(demo_dir, tmp_path, monkeypatch):
     import deepfake_detector.model.train as tr
 
@@ -44,7 +71,8 @@ def test_blends_come_from_the_training_reals_only(demo_dir, tmp_path, monkeypatc
     data = TrainData(x, y, rows, x[:4], y[:4].numpy())
     given = []
     real_blend = tr.self_blend
-    monkeypatch.setattr(tr, "self_blend", lambda imgs, q, g: given.append(imgs.clone()) or real_blend(imgs, q, g))
+    monkeypatch.setattr(tr, "self_blend",
+                        lambda imgs, q, g, h=None: given.append(imgs.clone()) or real_blend(imgs, q, g, h))
     nets = build_nets(p, y[rows], Dist())
     gen = torch.Generator().manual_seed(0)
     for _ in range(3):
