@@ -11,9 +11,11 @@ evaluation and drift (each row is cropped from its stored landmarks), `dfd predi
 (`detector.pt` `face_crop`), so prediction crops exactly as training did.
 
 Crop policies (`faces.policy`):
-- `box`: the square around the 68 landmarks, widened by `margin` x its side on each edge. When that square is
-  between `native_min` x and 1 x the model's input size, the model's input-sized window around it is taken
-  unresampled (a face already at the model's size is never resampled); otherwise the square is resized.
+- `box`: the square around the 68 landmarks, raised by `centre_up` x its side (the points stop at the brows) and
+  widened by `margin` x its side on each edge. When that square is between `native_min` x and 1 x the model's
+  input size, the model's input-sized window around it is taken unresampled (a face already at the model's size is
+  never resampled); otherwise the square is resized. The square never leaves the picture (no padding): a picture
+  that is already a tight crop is used whole, and a window near an edge is shifted inside.
 - `align`: a similarity warp of five landmark points (eye centres, nose tip, mouth corners) to fixed
   positions in the crop (`ALIGN_TEMPLATE`, widened by `margin`): every source gets the same geometry.
 - `whole`: no face finding; the whole picture is the input (the demo data's drawn faces, or data that is
@@ -51,14 +53,17 @@ class CropPolicy:
     policy: str = "whole"  # box | align | whole
     margin: float = 0.25
     native_min: float = 0.5
+    centre_up: float = 0.25  # box: the square's centre sits this x its side above the landmarks' centre
 
     def to_dict(self) -> dict[str, Any]:
-        return {"policy": self.policy, "margin": self.margin, "native_min": self.native_min}
+        return {"policy": self.policy, "margin": self.margin, "native_min": self.native_min,
+                "centre_up": self.centre_up}
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "CropPolicy":
         """A model's stored policy; models from before faces existed scored the whole image."""
-        return cls() if not d else cls(str(d["policy"]), float(d["margin"]), float(d["native_min"]))
+        return cls() if not d else cls(str(d["policy"]), float(d["margin"]), float(d["native_min"]),
+                                       float(d.get("centre_up", 0.0)))
 
     @property
     def finds_faces(self) -> bool:
@@ -162,11 +167,12 @@ class FaceFinder:
         return [f for f in faces if f is best or f.score >= self.s.min_score_extra]
 
 
-def _square(face: Face, margin: float) -> tuple[float, float, float]:
-    """(centre x, centre y, side) of the landmark box made square and widened by margin x side per edge."""
+def _square(face: Face, margin: float, centre_up: float) -> tuple[float, float, float]:
+    """(centre x, centre y, side) of the landmark box made square, its centre raised by centre_up x its side (the 68
+    points stop at the brows: the forehead is above them), widened by margin x side per edge."""
     x0, y0, x1, y1 = face.landmark_box()
-    side = max(x1 - x0, y1 - y0) * (1 + 2 * margin)
-    return (x0 + x1) / 2, (y0 + y1) / 2, side
+    s = max(x1 - x0, y1 - y0)
+    return (x0 + x1) / 2, (y0 + y1) / 2 - centre_up * s, s * (1 + 2 * margin)
 
 
 def crop_region(face: Face, policy: CropPolicy, size: int, width: int, height: int) -> np.ndarray:
@@ -180,11 +186,12 @@ def crop_region(face: Face, policy: CropPolicy, size: int, width: int, height: i
         if m is None:  # degenerate points: fall back to the box
             return crop_region(face, CropPolicy("box", policy.margin, policy.native_min), size, width, height)
         return m
-    cx, cy, side = _square(face, policy.margin)
+    cx, cy, side = _square(face, policy.margin, policy.centre_up)
     if policy.native_min * size <= side <= size:  # the face is at the model's size: the input-sized window,
-        side = float(min(size, width, height))     # unresampled (a smaller picture: all of its short side)
-    x0 = min(max(cx - side / 2, 0.0), max(width - side, 0.0))  # shifted to stay inside the picture when it fits
-    y0 = min(max(cy - side / 2, 0.0), max(height - side, 0.0))
+        side = float(size)                         # unresampled
+    side = min(side, float(width), float(height))  # never beyond the picture (no padding: a tight crop is used whole)
+    x0 = min(max(cx - side / 2, 0.0), width - side)  # shifted to stay inside the picture
+    y0 = min(max(cy - side / 2, 0.0), height - side)
     if side == size:
         x0, y0 = float(round(x0)), float(round(y0))  # whole pixels: a pure copy
     s = size / side

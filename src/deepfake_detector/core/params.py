@@ -162,6 +162,7 @@ class FacesParams(_Strict):
     policy: Literal["whole", "box", "align"]  # whole: no face finding | box | align (core/faces.py)
     margin: float = Field(ge=0, le=1)  # the landmark square widened by this x its side on each edge
     native_min: float = Field(gt=0, le=1)  # box: a face square of >= this x input size (and <= it) is not resampled
+    centre_up: float = Field(ge=-0.5, le=0.5)  # box: the square's centre this x its side above the landmarks' centre
     upsample: int = Field(ge=0, le=2)  # dlib HOG pyramid upsampling (1: faces down to ~40 px)
     max_side: int = Field(ge=64)  # pictures are downscaled to this for detection (landmarks at full size)
     min_face: int = Field(ge=8)  # px; smaller detections are ignored
@@ -174,7 +175,7 @@ class FacesParams(_Strict):
     def crop_policy(self):
         from .faces import CropPolicy
 
-        return CropPolicy(self.policy, self.margin, self.native_min)
+        return CropPolicy(self.policy, self.margin, self.native_min, self.centre_up)
 
     def finder(self):
         from .faces import FinderSettings

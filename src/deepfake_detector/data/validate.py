@@ -52,9 +52,14 @@ def decode_version(p: ValidateParams, limits: DecodeLimits, faces: "FacesParams 
     gives a new version, so every file is decoded again instead of reusing stale results.
     """
     h = hashlib.sha256(f"max_pixels={limits.max_pixels} formats={limits.formats} mb={p.max_file_mb}".encode())
-    if finder_of(faces) is not None:  # landmarks: the finder's settings and code
+    if finder_of(faces) is not None:  # landmarks: the finder's settings and code (not the crop code beside it)
+        import inspect
+
+        from ..core import faces as face_module
+
         h.update(repr(finder_of(faces)).encode())
-        h.update((Path(__file__).parents[1] / "core/faces.py").read_bytes())
+        for part in (face_module.FaceFinder, face_module.Face, face_module._dlib_models):
+            h.update(inspect.getsource(part).encode())
     for name in ("data/filemeta.py", "data/features.py", "core/images.py"):
         h.update((Path(__file__).parents[1] / name).read_bytes())
     return h.hexdigest()[:12]
