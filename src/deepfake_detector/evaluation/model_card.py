@@ -36,6 +36,26 @@ def _ci(m: dict, key: str) -> str:
     return f"{_f(m.get(key))} [{_f(lo)}, {_f(hi)}]"
 
 
+def _faces_lines(p: dict) -> list[str]:
+    """What the model sees of a picture, and the operating point it stores."""
+    faces, op = p.get("faces") or {}, (p.get("evaluate") or {}).get("threshold") or {}
+    policy = faces.get("policy", "whole")
+    out = ["## Faces and operating point"]
+    if policy == "whole":
+        out.append("- Input: the whole picture (`faces.policy: whole`): no face is looked for.")
+    else:
+        out.append(f"- Input: each face found in a picture (dlib HOG detector, 68 landmarks), cropped `{policy}` "
+                   f"(margin {faces.get('margin')}); a picture's verdict is its most suspicious face; a picture with "
+                   "no face is answered `no_face`. The 68-point landmark model was trained on iBUG 300-W, whose "
+                   "terms exclude commercial use.")
+    if op.get("objective") == "max_fpr":
+        out.append(f"- Threshold: the most recall with at most {op.get('max_fpr'):.0%} of real validation faces "
+                   "called fake; the table below gives, per source, the recall and real-image FPR a user gets there.")
+    else:
+        out.append("- Threshold: the validation point of max TPR - FPR (`evaluate.threshold.objective: youden`).")
+    return out
+
+
 def model_card_markdown(train_card: dict, metrics: dict, robustness: dict) -> str:
     p = train_card.get("params", {})
     sources = ", ".join(f"`{s}` ({m['n']} test images)" for s, m in metrics.get("by_source", {}).items()) or "—"
@@ -43,7 +63,7 @@ def model_card_markdown(train_card: dict, metrics: dict, robustness: dict) -> st
     lines = [
         "# Model card: deepfake face-image detector", "",
         "## Intended use",
-        "Flag likely GAN-generated face images among aligned face crops like the training data, as a triage "
+        "Flag likely generated or swapped faces, in photos or face crops like the training data, as a triage "
         "signal for a human reviewer. `fake_probability` is calibrated on the validation split (Platt scaling); "
         "`uncertain` marks answers near the stored threshold. Not for: deciding about a person without review, "
         "images unlike the training sources (diffusion faces, face swaps, ordinary photos: see failure modes), "
@@ -57,6 +77,7 @@ def model_card_markdown(train_card: dict, metrics: dict, robustness: dict) -> st
         f"`{(train_card.get('data_version') or {}).get('train_val_sha256', '—')}`.",
         f"- Calibration: {cal.get('method', 'none')} (a = {cal.get('a', 1.0)}, b = {cal.get('b', 0.0)}); "
         f"stored threshold {_f(metrics.get('threshold'))}.", "",
+        *_faces_lines(p), "",
         "## Test metrics (fake = positive; 95 % bootstrap intervals)",
         f"- ROC-AUC {_ci(metrics, 'roc_auc')}, accuracy {_ci(metrics, 'accuracy')}, F1 {_ci(metrics, 'f1')}, "
         f"precision {_f(metrics.get('precision'))}, recall {_f(metrics.get('recall'))}, "
