@@ -29,7 +29,8 @@ def serve(ctx: typer.Context,
     p = _params(params)
     overrides = {k: v for k, v in {"max_upload_mb": max_mb, "backend": backend}.items() if v is not None}
     try:
-        app_ = build_server_app(model, p.serve.model_copy(update=overrides), p.decode_limits(), request_log)
+        app_ = build_server_app(model, p.serve.model_copy(update=overrides), p.decode_limits(), request_log,
+                                p.faces.options())
     except (FileNotFoundError, ValueError, RuntimeError) as exc:  # RegistryError, KeysError, CheckpointError
         _fail(exc)
     uvicorn.run(app_, host=host, port=port, log_level="warning")

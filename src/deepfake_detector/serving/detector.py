@@ -165,10 +165,6 @@ class Detector:
                           novelty=f.novelty, unfamiliar=f.unfamiliar, status=status, face=top, faces=faces,
                           n_faces=n_faces, scored_whole=whole)
 
-    def result(self, prob: float, novelty: float | None, source: str) -> Prediction:
-        """One score of a whole input (a crop given as is) as a Prediction."""
-        return self.compose(source, "ok", [(0, 0, self.image_size, self.image_size)], [(prob, novelty)], None, True)
-
     def failure(self, source: str, exc: Exception) -> Prediction:
         return Prediction(None, None, None, self.threshold, self.version, source, error_text(exc), status="error")
 

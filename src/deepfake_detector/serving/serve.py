@@ -158,7 +158,7 @@ def _metrics(registry, version: str, backend: str):
     }
 
 
-def build_server_app(model: str, s: ServeParams, limits, request_log: str | None = None):
+def build_server_app(model: str, s: ServeParams, limits, request_log: str | None = None, faces=None):
     """What `dfd serve` runs: the Detector for `model` (folder or registry ref) on serve.backend (an ONNX export is
     written next to the folder's other files when missing), the keys file, and the app."""
     from .detector import Detector
@@ -172,7 +172,8 @@ def build_server_app(model: str, s: ServeParams, limits, request_log: str | None
             from .export import export_onnx
 
             export_onnx(folder, folder / "detector.onnx")
-    det = Detector.load(model, runtime=s.backend, band=s.uncertainty_band, batch_size=s.batch_size, limits=limits)
+    det = Detector.load(model, runtime=s.backend, band=s.uncertainty_band, batch_size=s.batch_size, limits=limits,
+                        faces=faces)  # faces: params.yaml `faces` (core.faces.FaceOptions)
     keys = load_keys(s.api_keys_file) if s.api_keys_file else None
     return create_app(det, s, request_log, keys)
 
