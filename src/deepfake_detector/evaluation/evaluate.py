@@ -120,7 +120,7 @@ def score_variants(scorer: Scorer, paths: list[str], transforms: dict[str, Pertu
     `chunk` files x conditions at the model size."""
     from tqdm import tqdm
 
-    from ..model.tensorcache import _cropper
+    from ..model.tensorcache import Cropper
 
     fi = face_input(scorer, finder)
     faces = faces if faces is not None else [None] * len(paths)
@@ -128,7 +128,7 @@ def score_variants(scorer: Scorer, paths: list[str], transforms: dict[str, Pertu
     probs = {n: [] for n in transforms}
     oks = {n: [] for n in transforms}
     for start in tqdm(range(0, len(paths), chunk), desc="evaluate", unit="chunk", disable=not progress, leave=False):
-        crop = _cropper(faces[start:start + chunk], fi, scorer.image_size, scorer.image_size)
+        crop = Cropper.of(faces[start:start + chunk], fi, scorer.image_size, scorer.image_size)
         for name, (images, ok) in decode_variants(paths[start:start + chunk], scorer.image_size, transforms, limits,
                                                   workers, crop=crop).items():
             oks[name].append(ok)

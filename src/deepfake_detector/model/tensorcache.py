@@ -24,6 +24,7 @@ import hashlib
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -111,7 +112,7 @@ def decode_all(paths: Sequence[str], size: int, limits: DecodeLimits, progress: 
     cropped to its face (faces: the row's stored record, core/faces.py) as chosen for a crop_size model input
     (default size; size > crop_size widens the window at the same scale).
     """
-    crop = _cropper(faces, face_input, crop_size or size, size)
+    crop = Cropper.of(faces, face_input, crop_size or size, size)
     on_disk = (disk_dir is not None and ram_limit_bytes is not None and transform is None
                and cache_bytes(len(paths), size) > ram_limit_bytes)
     bar = tqdm(total=len(paths), desc=desc, unit="img", disable=not progress, leave=False)
@@ -134,7 +135,7 @@ def decode_all(paths: Sequence[str], size: int, limits: DecodeLimits, progress: 
             with open(tmp, "wb") as fh:  # decoded in chunks, appended: memory holds one chunk
                 for c in range(0, len(rows), WRITE_CHUNK):
                     part = rows[c:c + WRITE_CHUNK]
-                    chunk_crop = None if crop is None else _subset(crop, part)
+                    chunk_crop = None if crop is None else crop.subset(part)
                     buf, chunk_ok = decode_variants([paths[i] for i in part], size, {"x": None}, limits, workers, bar,
                                                     chunk_crop)["x"]
                     part_ok.append(chunk_ok)
@@ -152,33 +153,36 @@ def decode_all(paths: Sequence[str], size: int, limits: DecodeLimits, progress: 
     return DiskCache(files, shard_of, offset, size), ok
 
 
-Crop = Callable[[int, Image.Image], Image.Image]  # (row, decoded picture) -> the face crop
+@dataclass(frozen=True)
+class Cropper:
+    """Row i's decoded picture -> its face crop (core.faces.FaceInput), chosen for a crop_size model input and cut
+    at out_size. records: each row's stored face record (None: no records, faces are found)."""
 
+    face_input: FaceInput
+    crop_size: int
+    out_size: int
+    records: tuple[str | None, ...] | None = None
 
-def _cropper(faces: Sequence[str | None] | None, face_input: FaceInput | None, crop_size: int,
-             out_size: int) -> Crop | None:
-    """Row i's picture -> its face crop (None: pictures are used whole, the policy finds no faces)."""
-    if face_input is None or not face_input.policy.finds_faces:
-        return None
-    records = list(faces) if faces is not None else None
+    @classmethod
+    def of(cls, faces: Sequence[str | None] | None, face_input: FaceInput | None, crop_size: int,
+           out_size: int) -> "Cropper | None":
+        """None when pictures are used whole (no face input, or a policy that finds no faces)."""
+        if face_input is None or not face_input.policy.finds_faces:
+            return None
+        return cls(face_input, crop_size, out_size, None if faces is None else tuple(faces))
 
-    def crop(i: int, img: Image.Image) -> Image.Image:
-        return face_input.crop(img, None if records is None else records[i], crop_size, out_size)
+    def __call__(self, i: int, img: Image.Image) -> Image.Image:
+        return self.face_input.crop(img, None if self.records is None else self.records[i], self.crop_size,
+                                    self.out_size)
 
-    crop.records = records  # type: ignore[attr-defined]
-    crop.args = (face_input, crop_size, out_size)  # type: ignore[attr-defined]
-    return crop
-
-
-def _subset(crop: Crop, rows: Sequence[int]) -> Crop:
-    """The cropper of a subset of rows (a shard's chunk), indexed from 0."""
-    records = crop.records  # type: ignore[attr-defined]
-    return _cropper(None if records is None else [records[i] for i in rows], *crop.args)  # type: ignore[attr-defined]
+    def subset(self, rows: Sequence[int]) -> "Cropper":
+        """The cropper of some rows (a shard's chunk), indexed from 0."""
+        return replace(self, records=None if self.records is None else tuple(self.records[i] for i in rows))
 
 
 def decode_variants(paths: Sequence[str], size: int, transforms: dict[str, Callable[[Image.Image], Image.Image] | None],
                     limits: DecodeLimits, workers: int = 2, bar=None,
-                    crop: Crop | None = None) -> dict[str, tuple[torch.Tensor, np.ndarray]]:
+                    crop: Cropper | None = None) -> dict[str, tuple[torch.Tensor, np.ndarray]]:
     """Each file decoded once (and cropped to its face: crop), every transform applied to that image in memory
     (None = as is): {name: ((N, 3, size, size) uint8, ok mask)}. The one decode loop of this module."""
     out = {name: (torch.zeros((len(paths), 3, size, size), dtype=torch.uint8), np.zeros(len(paths), dtype=bool))
