@@ -261,6 +261,12 @@ class FaceInput:
     policy: CropPolicy
     finder: FinderSettings
 
+    @classmethod
+    def for_model(cls, face_crop: dict | None, finder: FinderSettings | None = None) -> "FaceInput":
+        """A trained model's input rule: its stored crop policy (None: a whole-picture model), rows without a
+        stored face searched with finder (default settings when None)."""
+        return cls(CropPolicy.from_dict(face_crop), finder or FinderSettings())
+
     def crop(self, img: Image.Image, face_json: str | None, size: int, out_size: int | None = None) -> Image.Image:
         if not self.policy.finds_faces:
             return img

@@ -187,11 +187,11 @@ class FacesParams(_Strict):
 
         return FaceOptions(self.finder(), self.no_face, self.max_faces)
 
-    def face_input(self, stored: dict | None = None):
-        """core.faces.FaceInput: this policy, or a model's stored one (`stored`), with these finder settings."""
-        from .faces import CropPolicy, FaceInput
+    def face_input(self):
+        """core.faces.FaceInput: this policy with these finder settings (what training crops with)."""
+        from .faces import FaceInput
 
-        return FaceInput(self.crop_policy() if stored is None else CropPolicy.from_dict(stored), self.finder())
+        return FaceInput(self.crop_policy(), self.finder())
 
 
 class DriftParams(_Strict):

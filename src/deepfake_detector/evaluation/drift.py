@@ -23,7 +23,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..data.features import STAT_SIZE, image_stats, jpeg_quality
-from ..core.faces import CropPolicy, FaceInput, FinderSettings, face_column
+from ..core.faces import FaceInput, FinderSettings, face_column
 from ..core.images import DecodeLimits, decode_image, image_files, open_image, to_tensor
 from ..core.params import DriftParams
 from ..core.stable import stable_ids
@@ -95,7 +95,7 @@ def drift(reference: str | Path, current: str | Path, out_dir: str | Path, d: Dr
 
         scorer = TorchScorer(model_dir)
         model_size = scorer.image_size
-        fi = FaceInput(CropPolicy.from_dict(scorer.face_crop), finder or FinderSettings())
+        fi = FaceInput.for_model(scorer.face_crop, finder)
     ref, ref_img, ref_bad = file_features(ref_paths, limits, progress, model_size, ref_faces, fi)
     cur, cur_img, cur_bad = file_features(cur_paths, limits, progress, model_size, cur_faces, fi)
     if len(cur) < 2 or len(ref) < 2:

@@ -24,7 +24,7 @@ from ..core.metrics import (CI_METRICS, binary_metrics, bootstrap_ci, bootstrap_
                             expected_calibration_error, reliability_table)
 from ..model.scoring import Scorer, load_scorer
 from .model_card import model_card_markdown
-from ..core.faces import CropPolicy, FaceInput, FinderSettings, face_column
+from ..core.faces import FaceInput, FinderSettings, face_column
 from ..core.splits_io import read_folder, read_split
 from ..core.images import DecodeLimits
 from ..core.params import EvaluateParams
@@ -79,7 +79,7 @@ PERTURBATIONS: dict[str, Perturb] = {
 def face_input(scorer: Scorer, finder: FinderSettings | None = None) -> FaceInput:
     """How the rows become this scorer's input: its stored crop policy; rows with no stored face record (a folder
     given with --data) are searched with `finder`."""
-    return FaceInput(CropPolicy.from_dict(getattr(scorer, "face_crop", None)), finder or FinderSettings())
+    return FaceInput.for_model(getattr(scorer, "face_crop", None), finder)
 
 
 def score_frame(scorer: Scorer, frame: pd.DataFrame, limits: DecodeLimits, transform: Perturb | None = None,
