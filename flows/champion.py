@@ -2,8 +2,7 @@
 lock-file comparisons.
 
     prod = production(repo)                          # {"version", "commit"} of detector@prod, or None
-    base, why = choose_base(repo, prod)              # prod's commit when main does not contain it, else HEAD
-    champion, error, source = find_champion(repo, base, dest, prod)
+    champion, error, source = find_champion(repo, base, dest, prod)     # base: the run's start (the data line)
 
 The champion is the registry's `prod` model, whichever commit holds it. With no `prod`, it is the base commit's
 model. Either way:
@@ -22,7 +21,6 @@ error: never a promotion by failure.
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import yaml
@@ -95,21 +93,6 @@ def production(repo: str) -> dict | None:
     except RegistryError:
         return None
     return {"version": version, "commit": commit}
-
-
-def choose_base(repo: str, prod: dict | None) -> tuple[str, str]:
-    """(commit to start from, why): HEAD, unless `prod` sits on a commit that HEAD does not contain (a promoted
-    branch not merged yet): then that commit, so the promoted batches stay in the data."""
-    head = sh(["git", "rev-parse", "HEAD"], repo).strip()
-    if prod is None:
-        return head, "HEAD: the registry has no prod model yet"
-    contained = subprocess.run(["git", "merge-base", "--is-ancestor", prod["commit"], head], cwd=repo,
-                               capture_output=True).returncode == 0
-    if contained:
-        return head, f"HEAD, which contains prod {prod['version']}"
-    ahead = sh(["git", "rev-list", "--count", f"{prod['commit']}..{head}"], repo).strip()
-    return prod["commit"], (f"the commit of prod {prod['version']}, not merged into HEAD yet (HEAD has {ahead} "
-                            "commit(s) it lacks: merge its branch to bring them together)")
 
 
 def find_champion(repo: str, base: str, dest: Path, prod: dict | None = None

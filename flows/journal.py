@@ -1,17 +1,24 @@
-"""What a retraining run holds and owes: a lock that recovers from a killed run, and a journal that makes each
+"""What a retraining run holds and owes: a lock that is safe on shared storage, and a journal that makes each
 landed batch count exactly once. No ML here.
 
-    with run_lock(repo, max_age_h=12) as taken_over:     # None, or what was taken over from a dead run
-        for j in Journal.pending(repo): ...                # runs that committed but still owe release/push/registration
+    with run_lock(repo, stale_s=900, heartbeat_s=30) as lock:   # lock.taken_over: None, or the stale lock taken
+        for j in Journal.pending(repo): ...                        # runs that committed but still owe steps
+        lock.check()                                               # before a commit: still ours?
 
-The lock file (.dvc/tmp/dfd-retrain.lock) holds host, pid and start time. A lock whose process is gone (same
-host) or older than flows.lock_max_age_h is taken over, and the run's record says so; a live one refuses the run.
+The lock file (.dvc/tmp/dfd-retrain.lock) names its owner (host, pid and a random id: unique across hosts and
+containers that share small pids and hostnames), when it started and its last heartbeat. A thread rewrites the
+heartbeat every flows.lock_heartbeat_s. A lock is stale when its heartbeat is older than flows.lock_stale_s, or
+when its process is gone and the pid is checkable (same host, same pid namespace and boot). Creation is exclusive
+(a hard link of a complete file: no reader sees a half-written lock); so is a takeover: a marker file created
+with O_EXCL per stale owner, so that of two runs that find one stale lock only one takes it.
 
-The journal (.dfd/retrain/<stamp>.json) is written before the branch commit and names the staged files (with
-the sha256 and inode of each landing original), the branch and the steps done. The commit is the point of no
-return: from it on, the batch is in the data and is never merged again. A later run finds a journal whose branch
-holds the commit and finishes its steps (release the landing files, push, register); a journal whose commit never
-happened is dropped, and its landing files, never moved, are simply taken again.
+The journal (.dfd/retrain/<stamp>.json) is written before the branch commit and names the staged files (with the
+sha256 and inode of each landing original), the branch and the steps done. The commit is the point of no return:
+from it on the batch is in the data line and is never merged again. A later run finds a journal whose branch
+holds the commit and finishes its steps (release the landing files, DVC push, git push, registration, tag push,
+in that order: a model is registered only once its data and code are in the remotes); a journal whose commit
+never happened is dropped, and its landing files, never moved, are taken again. A closed journal leaves its
+outcome in .dfd/retrain/records/<stamp>.json: what was pushed and registered, or what is still owed.
 """
 
 from __future__ import annotations
@@ -19,7 +26,9 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +36,8 @@ from typing import Iterator
 
 from flows.common import FlowError
 
-STEPS = ("committed", "released", "dvc_pushed", "git_pushed", "registered")
+STEPS = ("committed", "released", "dvc_pushed", "git_pushed", "registered", "tags_pushed")
+MODEL_STEPS = ("registered", "tags_pushed")  # owed by a promoted model only
 
 
 def _alive(pid: int) -> bool:
@@ -40,49 +50,131 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     tmp.write_text(text)
     tmp.replace(path)
 
 
-@contextmanager
-def run_lock(repo: str | Path, max_age_h: float, name: str = "dfd-retrain.lock") -> Iterator[dict | None]:
-    """One retraining at a time per repo. Yields None, or the stale lock that was taken over (and why)."""
-    path = Path(repo) / ".dvc" / "tmp" / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mine = {"host": socket.gethostname(), "pid": os.getpid(), "started": round(time.time(), 3)}
-    taken_over = None
+def _pid_scope() -> str:
+    """Where a pid means one process: this boot and this pid namespace (containers on one host differ)."""
     try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        os.write(fd, json.dumps(mine).encode())
-        os.close(fd)
-    except FileExistsError:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}:{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return ""  # no /proc: a pid is never trusted, only the heartbeat
+
+
+class RunLock:
+    """One retraining at a time per repo (see the module docstring)."""
+
+    def __init__(self, path: Path, stale_s: float, heartbeat_s: float):
+        self.path, self.stale_s, self.heartbeat_s = path, stale_s, heartbeat_s
+        now = round(time.time(), 3)
+        self.me = {"owner": f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}",
+                   "host": socket.gethostname(), "pid": os.getpid(), "scope": _pid_scope(), "started": now, "beat": now}
+        self.taken_over: dict | None = None
+        self.lost: str | None = None
+        self._marker: Path | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _read(self) -> dict | None:
+        """The lock's content; {} when unreadable; None when there is no lock."""
         try:
-            held = json.loads(path.read_text() or "{}")
+            held = json.loads(self.path.read_text() or "{}")
+        except FileNotFoundError:
+            return None
         except (json.JSONDecodeError, OSError):
-            held = {}
-        if not isinstance(held, dict):  # a lock file from before it held JSON (a bare pid)
-            held = {}
-        age_h = (time.time() - float(held.get("started", 0))) / 3600
-        dead = held.get("host") == mine["host"] and isinstance(held.get("pid"), int) and not _alive(held["pid"])
-        if not (dead or age_h > max_age_h or not held):
-            raise FlowError(f"another retraining run holds {path} (host {held.get('host')}, pid {held.get('pid')}, "
-                            f"started {age_h:.1f} h ago); refusing to run two at once. It is taken over once its "
-                            f"process is gone or after flows.lock_max_age_h ({max_age_h:g} h)")
-        why = ("its process is gone" if dead else f"older than flows.lock_max_age_h ({age_h:.1f} h > {max_age_h:g} h)"
-               if held else "unreadable lock file")
-        taken_over = {**held, "why": why}
-        _write_atomic(path, json.dumps(mine))
-    try:
-        yield taken_over
-    finally:
+            return {}
+        return held if isinstance(held, dict) else {}
+
+    def _create(self) -> bool:
+        """Exclusive creation of a complete lock file: a hard link of a written temporary file."""
+        tmp = self.path.with_name(f".{self.path.name}.{self.me['owner'].replace(':', '-')}.tmp")
+        tmp.write_text(json.dumps(self.me))
         try:
-            if json.loads(path.read_text()).get("pid") == mine["pid"]:
-                path.unlink()
-        except (OSError, json.JSONDecodeError):
-            pass
+            os.link(tmp, self.path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _stale_why(self, held: dict) -> str | None:
+        if not held:
+            age = time.time() - self.path.stat().st_mtime
+            return f"unreadable lock file, unchanged for {age:.0f} s" if age > self.stale_s else None
+        beat = time.time() - float(held.get("beat", held.get("started", 0)))
+        if (held.get("host") == self.me["host"] and held.get("scope") and held.get("scope") == self.me["scope"]
+                and isinstance(held.get("pid"), int) and not _alive(held["pid"])):
+            return "its process is gone"
+        if beat > self.stale_s:
+            return f"no heartbeat for {beat:.0f} s (> flows.lock_stale_s {self.stale_s:g})"
+        return None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while not self._create():
+            held = self._read()
+            if held is None:
+                continue  # released in between: try again
+            why = self._stale_why(held)
+            if why is None:
+                beat = time.time() - float(held.get("beat", 0))
+                raise FlowError(f"another retraining run holds {self.path} (owner {held.get('owner')}, last heartbeat "
+                                f"{beat:.0f} s ago); refusing to run two at once. It is taken over once its process "
+                                f"is gone or its heartbeat is older than flows.lock_stale_s ({self.stale_s:g} s)")
+            stale_id = held.get("owner") or f"unreadable-{self.path.stat().st_mtime_ns}"
+            marker = self.path.with_name(f"{self.path.name}.takeover-{stale_id.replace(':', '-').replace('/', '-')}")
+            try:
+                os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                raise FlowError(f"another run is taking over the stale lock {self.path} ({why})") from None
+            if (self._read() or {}).get("owner") != held.get("owner"):  # it changed since we read it: not stale
+                marker.unlink(missing_ok=True)
+                continue
+            write_atomic(self.path, json.dumps(self.me))
+            self._marker, self.taken_over = marker, {**held, "why": why}
+            break
+        self._thread = threading.Thread(target=self._beat, name="dfd-lock-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            held = self._read()
+            if not held or held.get("owner") != self.me["owner"]:
+                self.lost = f"the lock now names {held.get('owner') if held else 'nobody'}"
+                return
+            write_atomic(self.path, json.dumps({**self.me, "beat": round(time.time(), 3)}))
+
+    def check(self) -> None:
+        """Before a point of no return: the lock must still be ours."""
+        held = self._read() or {}
+        if self.lost or held.get("owner") != self.me["owner"]:
+            raise FlowError(f"this run lost its lock {self.path} ({self.lost or 'taken over'}): stopping before "
+                            "its commit")
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if (self._read() or {}).get("owner") == self.me["owner"]:
+            self.path.unlink(missing_ok=True)
+        if self._marker is not None:
+            self._marker.unlink(missing_ok=True)
+
+
+@contextmanager
+def run_lock(repo: str | Path, stale_s: float, heartbeat_s: float, name: str = "dfd-retrain.lock"
+             ) -> Iterator[RunLock]:
+    lock = RunLock(Path(repo) / ".dvc" / "tmp" / name, stale_s, heartbeat_s)
+    lock.acquire()
+    try:
+        yield lock
+    finally:
+        lock.release()
 
 
 @dataclass
@@ -90,27 +182,42 @@ class Journal:
     stamp: str
     branch: str
     base: str
-    staged: dict[str, dict] = field(default_factory=dict)  # landing rel -> {sha256, dev, ino, accepted, reason}
+    staged: dict[str, dict] = field(default_factory=dict)  # landing rel -> {sha256, dev, ino, refused}
     promoted: bool | None = None
     steps: dict[str, bool] = field(default_factory=lambda: {s: False for s in STEPS})
+    outcome: dict = field(default_factory=dict)  # what each step did, and the errors of those still owed
     repo: str = ""
 
     @property
     def path(self) -> Path:
         return Path(self.repo) / ".dfd" / "retrain" / f"{self.stamp}.json"
 
-    def save(self) -> None:
-        _write_atomic(self.path, json.dumps(asdict(self), indent=1, default=str))
+    @property
+    def record_path(self) -> Path:
+        return Path(self.repo) / ".dfd" / "retrain" / "records" / f"{self.stamp}.json"
 
-    def done(self, step: str) -> None:
+    def save(self) -> None:
+        write_atomic(self.path, json.dumps(asdict(self), indent=1, default=str))
+
+    def done(self, step: str, result: object = True) -> None:
         self.steps[step] = True
+        self.outcome[step] = result
+        self.outcome.get("owed", {}).pop(step, None)
+        self.save()
+
+    def failed(self, step: str, error: str) -> None:
+        self.outcome.setdefault("owed", {})[step] = error[-500:]
         self.save()
 
     def owes(self) -> list[str]:
-        """Steps still to do after the commit (registration only for a promoted model)."""
-        return [s for s in STEPS[1:] if not self.steps[s] and (s != "registered" or self.promoted)]
+        """Steps still to do after the commit, in order (the model's only for a promoted one)."""
+        return [s for s in STEPS[1:] if not self.steps[s] and (s not in MODEL_STEPS or self.promoted)]
 
-    def close(self) -> None:
+    def close(self, committed: bool = True) -> None:
+        if committed:
+            write_atomic(self.record_path, json.dumps(
+                {"stamp": self.stamp, "branch": self.branch, "promoted": self.promoted, "steps": self.steps,
+                 **self.outcome}, indent=1, default=str))
         self.path.unlink(missing_ok=True)
 
     @classmethod
@@ -119,7 +226,9 @@ class Journal:
         out = []
         for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
             try:
-                out.append(cls(**{**json.loads(path.read_text()), "repo": str(repo)}))
+                data = json.loads(path.read_text())
+                data["steps"] = {s: bool(data.get("steps", {}).get(s)) for s in STEPS}  # journals from before a step
+                out.append(cls(**{**data, "repo": str(repo)}))
             except (json.JSONDecodeError, TypeError):
                 path.rename(path.with_suffix(".unreadable"))  # kept for a person, never read again
         return out

@@ -8,6 +8,11 @@ Staging copies each ready file once, never through a symlink (a symlink, or a fi
 not copied: it is refused at once), and notes the sha256, device and inode of the original. Validation reads the
 copies, the merge copies from them, and release moves a landing file only while it is still that same file (same
 inode and hash): one replaced in between stays in landing/ for the next run, which validates it anew.
+
+An I/O error (a full disk, a stale network share) is never a verdict on a file: one that cannot be read while
+staging, or moved while releasing, stays in landing/ and is retried by the next run, named in the record. A file
+whose bytes are already merged but whose move failed is not taken again: `settled_landing(..., owed=...)` leaves it
+to the journal that owes its move.
 """
 
 from __future__ import annotations
@@ -25,11 +30,14 @@ PARTIAL_SUFFIXES = (".part", ".tmp", ".partial", ".crdownload", ".download", ".f
 CHUNK = 2**20
 
 
-def settled_landing(landing: Path, settle_s: float, now: float | None = None) -> tuple[list[str], list[dict]]:
+def settled_landing(landing: Path, settle_s: float, now: float | None = None,
+                    owed: dict[str, str] | None = None) -> tuple[list[str], list[dict]]:
     """(ready, left): the landed files (paths relative to landing, under real/ or fake/) a run may take, and those
     it leaves for the next one, each with why: hidden files and folders (.DS_Store, rsync's .name.XXXXXX), partial
     uploads (*.part, *.tmp, ...), files modified less than settle_s seconds ago (still being written), files outside
-    real/ and fake/. Nothing is moved; a missing folder has nothing ready. Names need not be UTF-8."""
+    real/ and fake/, files an earlier run merged and still owes a move (`owed`: {rel: why}). Nothing is moved; a
+    missing folder has nothing ready. Names need not be UTF-8."""
+    owed = owed or {}
     now = time.time() if now is None else now
     ready, left = [], []
     if not landing.is_dir():
@@ -37,7 +45,9 @@ def settled_landing(landing: Path, settle_s: float, now: float | None = None) ->
     for path in sorted(p for p in landing.rglob("*") if p.is_file() or p.is_symlink()):
         rel = path.relative_to(landing)
         age = now - path.lstat().st_mtime
-        if any(part.startswith(".") for part in rel.parts):
+        if rel.as_posix() in owed:
+            why = owed[rel.as_posix()]
+        elif any(part.startswith(".") for part in rel.parts):
             why = "hidden file"
         elif path.name.lower().endswith(PARTIAL_SUFFIXES):
             why = "partial upload"
@@ -76,10 +86,12 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def stage(landing: Path, ready: list[str], dest: Path, max_bytes: int) -> dict[str, dict]:
-    """Copy each ready file to dest/<rel>: {rel: {sha256, dev, ino, refused}}. `refused` (a symlink, a file over
-    max_bytes) means it was not copied and is quarantined with that reason; landing/ is only read."""
+def stage(landing: Path, ready: list[str], dest: Path, max_bytes: int) -> tuple[dict[str, dict], list[dict]]:
+    """Copy each ready file to dest/<rel>: ({rel: {sha256, dev, ino, refused}}, left). `refused` (a symlink, a file
+    over max_bytes) means it was not copied and is quarantined with that reason; a file that cannot be read (an I/O
+    error) is in `left`, with why, for the next run. landing/ is only read."""
     out: dict[str, dict] = {}
+    left: list[dict] = []
     for rel in ready:
         src = landing / rel
         st = os.lstat(src)
@@ -93,10 +105,13 @@ def stage(landing: Path, ready: list[str], dest: Path, max_bytes: int) -> dict[s
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             try:
                 entry["sha256"] = _copy_hashed(src, dest / rel)
-            except OSError as exc:
-                entry["refused"] = {"reason": "unreadable", "detail": f"cannot be read: {exc.strerror}"}
+            except OSError as exc:  # the storage's fault, not the file's: retried next run
+                (dest / rel).unlink(missing_ok=True)
+                left.append({"path": printable(rel), "why": f"I/O error while staging ({exc.strerror or exc}): "
+                                                            "retried by the next run"})
+                continue
         out[rel] = entry
-    return out
+    return out, left
 
 
 def _unchanged(path: Path, entry: dict) -> bool:
@@ -110,10 +125,11 @@ def _unchanged(path: Path, entry: dict) -> bool:
     return entry["sha256"] is None or (stat.S_ISREG(st.st_mode) and _sha256(path) == entry["sha256"])
 
 
-def release(landing: Path, staged: dict[str, dict], archive: Path, quarantine: Path) -> dict[str, list[str]]:
+def release(landing: Path, staged: dict[str, dict], archive: Path, quarantine: Path) -> dict[str, list]:
     """Move each staged landing file to archive/ (merged) or quarantine/ (refused; rejected.csv says why) while it
-    is still the staged file; one that changed since, or is gone, stays. Returns what went where."""
-    moved: dict[str, list[str]] = {"archived": [], "quarantined": [], "changed_since_staging": []}
+    is still the staged file; one that changed since, or is gone, stays. A move that fails (an I/O error) is in
+    `not_moved` with its error: the caller keeps owing it. Returns what went where."""
+    moved: dict[str, list] = {"archived": [], "quarantined": [], "changed_since_staging": [], "not_moved": []}
     rejected = []
     for rel, entry in staged.items():
         src = landing / rel
@@ -122,12 +138,19 @@ def release(landing: Path, staged: dict[str, dict], archive: Path, quarantine: P
             continue
         bad = entry.get("refused")
         dest = (quarantine if bad else archive) / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(src), dest)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(src), dest)
+        except OSError as exc:
+            moved["not_moved"].append({"path": rel, "error": f"{exc.strerror or exc}"})
+            continue
         moved["quarantined" if bad else "archived"].append(printable(rel))
         if bad:
             rejected.append({"path": printable(rel), "label": rel.split("/", 1)[0], **bad})
     if rejected:
-        pd.DataFrame(rejected, columns=["path", "label", "reason", "detail"]).to_csv(quarantine / "rejected.csv",
-                                                                                    index=False)
+        csv = quarantine / "rejected.csv"  # a retried release adds to what the first one wrote
+        frame = pd.DataFrame(rejected, columns=["path", "label", "reason", "detail"])
+        if csv.is_file():
+            frame = pd.concat([pd.read_csv(csv, dtype=str, keep_default_na=False), frame], ignore_index=True)
+        frame.to_csv(csv, index=False)
     return moved

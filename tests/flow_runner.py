@@ -2,9 +2,9 @@
 
     python tests/flow_runner.py REPO '{"kill": "after_commit", "replace": "real/x.jpg"}'
 
-kill: before_commit | after_commit | after_push | after_registration: the process SIGKILLs itself there (no
+kill: before_commit (as the pipeline starts) | after_commit | after_push | after_registration: the process SIGKILLs itself there (no
 `finally`, no cleanup: what an OOM kill or a pod eviction does). replace: that landing file gets new bytes (a new
-inode) while the pipeline runs, after it was staged. Prints the flow's result as JSON.
+inode) right after it was staged, before it is validated and merged. Prints the flow's result as JSON.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import signal
 import sys
 from pathlib import Path
 
+import flows.publish as pub
 import flows.retrain as rt
 
 
@@ -33,24 +34,25 @@ def _after(fn):
 def main() -> None:
     repo, plan = sys.argv[1], json.loads(sys.argv[2])
     kill = plan.get("kill")
-    if kill == "before_commit":
-        rt.commit_branch = lambda *args, **kwargs: _kill()
+    if kill == "before_commit":  # staged and journaled, the worktree open, the pipeline about to run
+        rt.pipeline = lambda *args, **kwargs: _kill()
     elif kill == "after_commit":
         rt.commit_branch = _after(rt.commit_branch)
     elif kill == "after_push":
-        rt.git_push = _after(rt.git_push)
+        pub.git_push = _after(pub.git_push)
     elif kill == "after_registration":
-        rt.register_promoted = _after(rt.register_promoted)
+        pub.register_promoted = _after(pub.register_promoted)
     if plan.get("replace"):
-        target, real_pipeline = Path(repo) / "landing" / plan["replace"], rt.pipeline
+        target, real_stage = Path(repo) / "landing" / plan["replace"], rt.stage
 
-        def pipeline_then_replace(*args, **kwargs):
+        def stage_then_replace(*args, **kwargs):
+            out = real_stage(*args, **kwargs)
             tmp = target.with_name(target.name + ".new")
             tmp.write_bytes(target.read_bytes() + b"\x00")  # other bytes, another inode: not what was staged
             tmp.replace(target)
-            return real_pipeline(*args, **kwargs)
+            return out
 
-        rt.pipeline = pipeline_then_replace
+        rt.stage = stage_then_replace
     print(json.dumps(rt.retrain(repo), default=str))
 
 

@@ -41,127 +41,6 @@ def _set_params(project: Path, **sections: dict) -> None:
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def test_a_refused_retrain_keeps_its_data_on_the_pushed_branch(lean_project, tmp_path, monkeypatch):
-    """Purpose-made so the gate must refuse: the champion is a frozen-feature probe at 64 px (strong on the
-    demo faces), the challenger trains with learning rate 1e-12 at 32 px (its head stays random). The refused run's branch and images are still
-    pushed (git origin + DVC remote); landed files leave landing/ only after that; hidden, partial and
-    still-arriving files stay in landing/ and are reported; older unmerged retrain branches are listed."""
-    import os
-    import time
-
-    import flows.retrain as rt
-    from deepfake_detector.evaluation.baselines import train_lr
-
-    proj = clone_project(lean_project, tmp_path / "proj")
-    shutil.rmtree(proj / "artifacts/model")
-    train_lr(proj / "artifacts/splits", proj / "artifacts/model", 64, 0, "probe_lr", LIMITS, 0.5, 3000)  # writes its seen list too
-    run(["dvc", "commit", "-q", "-f", "train"], proj)
-    _set_params(proj, train={"lr": 1e-12, "lr_backbone": 1e-12}, flows={"landing_settle_s": 3600})
-    run(["git", "commit", "-qam", "purpose-made: strong champion, a challenger that cannot learn"], proj)
-    run(["git", "checkout", "-q", "-b", "retrain/19990101-000000"], proj)  # an earlier run's branch ...
-    run(["git", "commit", "-q", "--allow-empty", "-m", "an earlier refused run"], proj)  # ... not merged
-    run(["git", "checkout", "-q", "main"], proj)
-    run(["git", "init", "-q", "--bare", str(tmp_path / "origin.git")], tmp_path)
-    run(["git", "remote", "add", "origin", str(tmp_path / "origin.git")], proj)
-    run(["git", "push", "-q", "origin", "main"], proj)
-
-    landing = _land(proj, seed=7)
-    old = time.time() - 7200
-    for f in landing.rglob("*"):
-        os.utime(f, (old, old))  # settled long ago ...
-    (landing / "fake/.DS_Store").write_bytes(b"finder")
-    (landing / "real/upload.jpg.part").write_bytes(b"half")
-    (landing / "real/arriving.jpg").write_bytes(next((landing / "real").glob("s7_*.jpg")).read_bytes())  # ... not this
-
-    calls = {"push": 0}
-    real_sh = rt.sh
-
-    def flaky_sh(cmd, cwd):
-        if cmd[:2] == ["dvc", "push"]:
-            calls["push"] += 1
-            if calls["push"] == 1:
-                raise rt.FlowError("simulated transient remote failure")
-        return real_sh(cmd, cwd)
-
-    monkeypatch.setattr(rt, "sh", flaky_sh)
-    head = run(["git", "rev-parse", "HEAD"], proj).stdout.strip()
-    result = rt.retrain(str(proj))
-
-    assert result["promoted"] is False and ("max_drop" in result["reason"] or "worse" in result["reason"]), result
-    assert result["new_images"] == 8 and result["quarantined"] == 1
-    assert calls["push"] == 2 and result["pushed"]["git"] == "origin"  # failed once, retried, pushed anyway
-    record = result["gate"]
-    assert record["champion"]["value"] > 0.9, record  # the purpose-made champion is strong ...
-    assert record["challenger"]["value"] < record["champion"]["value"] - 0.05, record  # ... the refusal earned
-    assert record["champion_source"].startswith("base commit") and record["prod_before"] is None
-    assert record["n_excluded_seen_by_champion"] == 0 == record["n_excluded_seen_by_challenger"]
-    assert record["unmerged_retrain_branches"] == ["retrain/19990101-000000"]
-    assert {x["path"]: x["why"].split(" ")[0] for x in record["landing_left"]} == {
-        "fake/.DS_Store": "hidden", "real/upload.jpg.part": "partial", "real/arriving.jpg": "modified"}
-    assert result["branch"] in record["data_location"] and "dvc pull" in record["data_location"]
-
-    # landed files left landing/ only now; the unsettled ones are still there for the next run
-    stamp = result["branch"].split("/")[1]
-    assert sorted(p.relative_to(landing).as_posix() for p in landing.rglob("*") if p.is_file()) == [
-        "fake/.DS_Store", "real/arriving.jpg", "real/upload.jpg.part"]
-    archived = {p.relative_to(proj / "archive" / stamp).as_posix(): p.read_bytes()
-                for p in (proj / "archive" / stamp).rglob("*") if p.is_file()}
-    assert len(archived) == 8
-    q = next((proj / "quarantine").glob("*/rejected.csv"))
-    assert "fake/corrupt.jpg" in q.read_text() and "unreadable" in q.read_text()
-    assert run(["git", "rev-parse", "HEAD"], proj).stdout.strip() == head  # workspace untouched
-
-    # the refused run's data: a fresh clone of the git remote + the DVC remote has every landed byte
-    fresh = tmp_path / "fresh"
-    run(["git", "clone", "-q", "--branch", result["branch"], str(tmp_path / "origin.git"), str(fresh)], tmp_path)
-    body = (fresh / "reports/retrain" / f"{stamp}.md").read_text()
-    assert "NOT PROMOTED" in body and result["branch"] in body and "retrain/19990101-000000" in body
-    run(["dvc", "remote", "add", "-d", "store", str(tmp_path / "dfd-remote")], fresh)
-    run(["dvc", "pull", "-q", "data.dvc"], fresh)
-    batch = {p.relative_to(fresh / "data").as_posix().replace(f"/batch-{stamp}", ""): p.read_bytes()
-             for p in (fresh / "data").rglob("*") if p.is_file() and f"batch-{stamp}" in p.as_posix()}
-    assert batch == archived
-
-
-def test_a_retrain_that_beats_a_weak_champion_is_promoted_and_registered(lean_project, tmp_path):
-    """Purpose-made so the gate must promote: the champion is the frozen-feature probe with its weights
-    negated (it ranks the demo faces backwards); the challenger trains as configured. The promoted model
-    becomes version v0.1.0 in stage prod of the GTO registry, and `detector@prod` resolves to it."""
-    import os
-    import time
-
-    import flows.retrain as rt
-    from deepfake_detector.evaluation.baselines import train_lr
-    from deepfake_detector.serving.registry import resolve
-
-    proj = clone_project(lean_project, tmp_path / "proj")
-    shutil.rmtree(proj / "artifacts/model")
-    train_lr(proj / "artifacts/splits", proj / "artifacts/model", 64, 0, "probe_lr", LIMITS, 0.5, 3000)
-    probe = json.loads((proj / "artifacts/model/probe.json").read_text())
-    probe.update(coef=[-c for c in probe["coef"]], intercept=-probe["intercept"])
-    (proj / "artifacts/model/probe.json").write_text(json.dumps(probe))
-    run(["dvc", "commit", "-q", "-f", "train"], proj)
-    run(["git", "commit", "-qam", "purpose-made: a champion that ranks backwards"], proj)
-    landing = _land(proj, seed=11, corrupt=False)
-    old = time.time() - 7200
-    for f in landing.rglob("*"):
-        os.utime(f, (old, old))
-
-    result = rt.retrain(str(proj))
-
-    record = result["gate"]
-    assert result["promoted"] is True, result["reason"]
-    assert record["champion"]["value"] < 0.3 and record["challenger"]["value"] > record["champion"]["value"] + 0.3, \
-        record  # the promotion earned by a margin
-    assert result["registered"]["version"] == "v0.1.0" and result["registered"]["stage"] == "prod"
-    branch_head = run(["git", "rev-parse", result["branch"]], proj).stdout.strip()
-    assert result["registered"]["commit"] == branch_head
-    model_dir, version = resolve("detector@prod", proj)
-    assert version == "v0.1.0" and (model_dir / "detector.pt").is_file()
-    assert "PROMOTED" in run(["git", "show", f"{result['branch']}:reports/retrain/{result['branch'][8:]}.md"],
-                             proj).stdout
-
-
 def test_a_champion_missing_from_every_cache_is_replaced_by_a_workspace_model_built_from_the_same_inputs(
         repro_project, tmp_path):
     """A fresh clone on another CPU: `make repro` rebuilds the model with other bytes than main's dvc.lock
@@ -287,36 +166,153 @@ def test_gate_refuses_nan_and_missing_metrics():
     assert decide(g, {"value": 0.895, "f1": 0.6, "n_test": 10}, ok, paired)[0] is False  # f1 drop
 
 
-def test_a_live_lock_refuses_a_second_run_and_a_dead_or_old_one_is_taken_over(tmp_path):
-    """The lock holds host, pid and start time: a run whose process lives refuses another; one killed (its pid gone
-    on this host) or older than flows.lock_max_age_h (another host: a pod evicted) is taken over, and said so."""
+def test_a_live_lock_refuses_a_second_run_and_a_dead_or_silent_one_is_taken_over(tmp_path):
+    """The lock names a unique owner and renews a heartbeat: a live run refuses another; one whose process is gone
+    (same host and pid namespace) or whose heartbeat stopped (another host, a pod evicted) is taken over, and said
+    so. Release removes only a lock that is still this run's own."""
     import socket
     import subprocess
     import time
 
     from flows.common import FlowError
-    from flows.journal import run_lock
+    from flows.journal import _pid_scope, run_lock
 
     lock = tmp_path / ".dvc/tmp/dfd-retrain.lock"
     lock.parent.mkdir(parents=True)
-    here = socket.gethostname()
-    lock.write_text(json.dumps({"host": here, "pid": os.getpid(), "started": time.time()}))  # alive: this process
+    here, now = socket.gethostname(), time.time()
+    alive = {"owner": "me-elsewhere", "host": here, "pid": os.getpid(), "scope": _pid_scope(), "beat": now}
+    lock.write_text(json.dumps(alive))
     with pytest.raises(FlowError, match="refusing to run two at once"):
-        with run_lock(tmp_path, max_age_h=12):
+        with run_lock(tmp_path, stale_s=900, heartbeat_s=30):
             pass
     gone = subprocess.Popen(["true"])
     gone.wait()  # a pid that no longer exists
-    lock.write_text(json.dumps({"host": here, "pid": gone.pid, "started": time.time()}))
-    with run_lock(tmp_path, max_age_h=12) as taken:
-        assert taken["why"] == "its process is gone" and json.loads(lock.read_text())["pid"] == os.getpid()
+    lock.write_text(json.dumps({**alive, "owner": "dead", "pid": gone.pid}))
+    with run_lock(tmp_path, stale_s=900, heartbeat_s=30) as held:
+        assert held.taken_over["why"] == "its process is gone"
+        assert json.loads(lock.read_text())["owner"] == held.me["owner"] != "dead"
     assert not lock.exists()  # released
-    lock.write_text(json.dumps({"host": "other-node", "pid": 1, "started": time.time() - 13 * 3600}))
-    with run_lock(tmp_path, max_age_h=12) as taken:
-        assert taken["why"].startswith("older than flows.lock_max_age_h")
-    lock.write_text(json.dumps({"host": "other-node", "pid": 1, "started": time.time() - 3600}))  # alive elsewhere
-    with pytest.raises(FlowError, match="other-node"):
-        with run_lock(tmp_path, max_age_h=12):
+    other_ns = {**alive, "owner": "container", "pid": gone.pid, "scope": "another-namespace"}
+    lock.write_text(json.dumps(other_ns))  # a small pid that means another process in another container
+    with pytest.raises(FlowError, match="container"):
+        with run_lock(tmp_path, stale_s=900, heartbeat_s=30):
             pass
+    lock.write_text(json.dumps({**other_ns, "beat": now - 1000}))  # ... whose heartbeat stopped
+    with run_lock(tmp_path, stale_s=900, heartbeat_s=30) as held:
+        assert held.taken_over["why"].startswith("no heartbeat for")
+        lock.write_text(json.dumps({**alive, "owner": "thief"}))  # taken from under us
+        with pytest.raises(FlowError, match="lost its lock"):
+            held.check()
+    assert json.loads(lock.read_text())["owner"] == "thief"  # not ours: release leaves it
+
+
+def test_a_heartbeat_renews_a_running_lock_and_one_of_eight_racers_takes_a_stale_one(tmp_path):
+    import threading
+    import time
+
+    from flows.common import FlowError
+    from flows.journal import RunLock, run_lock
+
+    with run_lock(tmp_path, stale_s=900, heartbeat_s=0.05) as held:
+        path = held.path
+        first = json.loads(path.read_text())["beat"]
+        deadline = time.monotonic() + 10
+        while json.loads(path.read_text())["beat"] == first and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert json.loads(path.read_text())["beat"] > first  # renewed while the run works
+        held.check()
+    path.write_text(json.dumps({"owner": "evicted", "host": "gone-node", "pid": 1, "beat": time.time() - 10_000}))
+    racers = [RunLock(path, 900, 30) for _ in range(8)]
+    results: list = [None] * len(racers)
+    start = threading.Barrier(len(racers))
+
+    def race(i: int) -> None:
+        start.wait()
+        try:
+            racers[i].acquire()
+            results[i] = "took"
+        except FlowError as exc:
+            results[i] = str(exc)
+
+    threads = [threading.Thread(target=race, args=(i,)) for i in range(len(racers))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count("took") == 1, results  # exclusive takeover
+    winner = racers[results.index("took")]
+    assert json.loads(path.read_text())["owner"] == winner.me["owner"]
+    winner.release()
+    assert not path.exists()
+
+
+def test_an_io_error_leaves_a_file_for_the_next_run_and_a_failed_move_stays_owed(tmp_path, monkeypatch):
+    """A read error while staging is the storage's fault, not the file's: left in landing/, never quarantined. A
+    merged file that cannot be moved stays owed by its run's journal, is not taken again, and moves next time."""
+    import errno
+
+    import flows.landing as landing_mod
+    from flows.journal import Journal
+    from flows.publish import _release, owed_moves
+
+    landing = tmp_path / "landing"
+    (landing / "real").mkdir(parents=True)
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        (landing / "real" / name).write_bytes(name.encode() * 10)
+    real_copy, real_move = landing_mod._copy_hashed, shutil.move
+
+    def flaky_copy(src, dst):
+        if src.name == "b.jpg":
+            raise OSError(errno.EIO, "Input/output error")
+        return real_copy(src, dst)
+
+    def stuck_move(src, dst):
+        if str(src).endswith("c.jpg"):
+            raise OSError(errno.ESTALE, "Stale file handle")
+        return real_move(src, dst)
+
+    monkeypatch.setattr(landing_mod, "_copy_hashed", flaky_copy)
+    staged, left = landing_mod.stage(landing, ["real/a.jpg", "real/b.jpg", "real/c.jpg"], tmp_path / "scratch", 10**6)
+    assert sorted(staged) == ["real/a.jpg", "real/c.jpg"] and all(e["refused"] is None for e in staged.values())
+    assert [x["path"] for x in left] == ["real/b.jpg"] and "I/O error" in left[0]["why"]
+    j = Journal("s1", "retrain/s1", "0" * 40, staged, promoted=False, repo=str(tmp_path))
+    monkeypatch.setattr(landing_mod.shutil, "move", stuck_move)
+    with pytest.raises(OSError, match="retried by the next run"):
+        _release(j, landing, tmp_path / "archive", tmp_path / "quarantine")
+    assert list(j.staged) == ["real/c.jpg"] and "Stale file handle" in j.outcome["owed"]["released"]
+    ready, waiting = landing_mod.settled_landing(landing, 0, owed=owed_moves([j]))
+    assert ready == ["real/b.jpg"]  # retried; c.jpg's bytes are merged already: not taken twice
+    assert [x["path"] for x in waiting] == ["real/c.jpg"] and "retried" in waiting[0]["why"]
+    monkeypatch.setattr(landing_mod.shutil, "move", real_move)
+    done = _release(j, landing, tmp_path / "archive", tmp_path / "quarantine")
+    assert sorted(done["archived"]) == ["real/a.jpg", "real/c.jpg"]
+    assert sorted(p.name for p in (tmp_path / "archive/s1/real").iterdir()) == ["a.jpg", "c.jpg"]
+
+
+def test_a_rollback_moves_prod_and_version_numbers_count_deprecated_versions(tmp_path):
+    """prod is what the latest assignment put there (GTO's own `which` keeps the highest semver, so an assign of an
+    older version would not roll back); a deprecated version drops out of its stage and still takes its number."""
+    from gto import api
+
+    from deepfake_detector.serving.registry import next_version, stage_version
+
+    run(["git", "init", "-q", "-b", "main"], tmp_path)
+    commits = []
+    for i in range(2):
+        run(["git", "commit", "-q", "--allow-empty", "-m", f"c{i}"], tmp_path)
+        commits.append(run(["git", "rev-parse", "HEAD"], tmp_path).stdout.strip())
+        api.register(str(tmp_path), "detector", "HEAD", version=f"v0.{i + 1}.0")
+        api.assign(str(tmp_path), "detector", "prod", version=f"v0.{i + 1}.0")
+    assert stage_version(tmp_path, "detector", "prod") == ("v0.2.0", commits[1])
+    api.assign(str(tmp_path), "detector", "prod", version="v0.1.0", force=True)  # the rollback
+    assert api.find_versions_in_stage(str(tmp_path), "detector", "prod")[0].version == "v0.2.0"  # GTO's view
+    assert stage_version(tmp_path, "detector", "prod") == ("v0.1.0", commits[0])
+    api.assign(str(tmp_path), "detector", "prod", version="v0.2.0", force=True)
+    assert next_version(tmp_path, "detector") == "v0.3.0"
+    api.deregister(str(tmp_path), "detector", version="v0.2.0")  # deprecated: GTO's latest is v0.1.0 again ...
+    assert api.find_latest_version(str(tmp_path), "detector").version == "v0.1.0"
+    assert stage_version(tmp_path, "detector", "prod") == ("v0.1.0", commits[0])  # prod falls back
+    assert next_version(tmp_path, "detector") == "v0.3.0"  # ... but v0.2.0's tag exists: never offered again
 
 
 def test_a_champion_that_cannot_be_identified_is_a_refusal_never_a_first_model(repro_project, tmp_path):
@@ -347,7 +343,7 @@ def test_a_champion_that_cannot_be_identified_is_a_refusal_never_a_first_model(r
 
 
 def test_a_worktree_gets_the_repo_dvc_config_and_only_the_validation_caches(repro_project, tmp_path):
-    from flows.retrain import close_worktree, open_worktree
+    from flows.worktree import close_worktree, open_worktree
 
     proj = clone_project(repro_project, tmp_path / "proj")
     run(["dvc", "remote", "add", "--local", "-d", "mine", str(tmp_path / "store")], proj)
@@ -480,7 +476,7 @@ def test_deployments_register_and_a_process_work_pool_worker_runs_one(repro_proj
 def test_retraining_refuses_to_start_when_the_raw_data_is_not_in_the_cache(repro_project, tmp_path):
     """A worktree whose data/ cannot be checked out would retrain on the landed batch alone."""
     from flows.common import FlowError
-    from flows.retrain import open_worktree
+    from flows.worktree import open_worktree
 
     clone = tmp_path / "clone"  # git history, but an empty DVC cache
     run(["git", "clone", "-q", str(repro_project), str(clone)], tmp_path)

@@ -237,10 +237,18 @@ class GateParams(_Strict):
     max_f1_drop: float = Field(ge=0)
 
 
+class LabelJudgeParams(_Strict):
+    max_label_probability: float = Field(ge=0, le=1)  # the champion giving a landed file's label less: flagged
+    remove: bool  # flagged landed files are quarantined (reason label_issue), else listed in the record only
+
+
 class FlowParams(_Strict):
     landing: str  # new labelled images arrive here: landing/real, landing/fake
     landing_settle_s: float = Field(ge=0)  # files modified more recently are still arriving: left for the next run
-    lock_max_age_h: float = Field(gt=0)  # a retrain lock older than this is taken over (its run is presumed dead)
+    lock_stale_s: float = Field(gt=0)  # a retrain lock whose heartbeat is older than this is taken over
+    lock_heartbeat_s: float = Field(gt=0)  # how often a running retrain renews its lock
+    data_branch: str = Field(min_length=1)  # the data line: every run's accepted batch, promoted or not
+    label_judge: LabelJudgeParams  # the champion as the judge of each landed file's label
     quarantine: str  # rejected landed files are moved here, with the reasons
     archive: str  # merged landed files are moved here
     remote: str  # DVC remote when none is configured (a directory or s3://...)

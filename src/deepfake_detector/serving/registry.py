@@ -52,9 +52,6 @@ def _git(repo: str | Path, *args: str) -> str:
 
 def find_version(repo: str | Path, name: str, spec: str) -> tuple[str, str]:
     """(version, commit) that `name@spec` names: a stage, a version, or `latest`."""
-    from gto import api
-    from gto.exceptions import ArtifactNotFound
-
     if spec == "latest":
         found = _latest(repo, name)
         if found is None:
@@ -66,13 +63,50 @@ def find_version(repo: str | Path, name: str, spec: str) -> tuple[str, str]:
             return spec, _git(repo, "rev-list", "-n", "1", tag).strip()
         except RegistryError:
             raise RegistryError(f"no version {tag} in {repo} (see `gto show`)") from None
-    try:
-        in_stage = api.find_versions_in_stage(str(repo), name, spec)
-    except ArtifactNotFound:
-        in_stage = []
-    if not in_stage:
+    found = stage_version(repo, name, spec)
+    if found is None:
         raise RegistryError(f"no version of {name} is in stage {spec!r} in {repo} (see `gto show`)")
-    return in_stage[0].version, in_stage[0].commit_hexsha
+    return found
+
+
+def _versions_by_commit(repo: str | Path, name: str) -> tuple[dict[str, list[str]], set[str]]:
+    """({commit: [versions registered there]}, {deregistered versions}) from the tags name@vX.Y.Z[!]."""
+    at: dict[str, list[str]] = {}
+    gone = set()
+    out = _git(repo, "for-each-ref", f"refs/tags/{name}@v*", "--format=%(refname:strip=2) %(*objectname) %(objectname)")
+    for line in out.splitlines():
+        tag, peeled, obj = (line.split() + [""])[:3]
+        version = tag.split("@", 1)[1]
+        if version.endswith("!"):
+            gone.add(version.rstrip("!"))
+        elif re.match(r"^v\d+\.\d+\.\d+$", version):
+            at.setdefault(peeled or obj, []).append(version)
+    return at, gone
+
+
+def stage_version(repo: str | Path, name: str, stage: str) -> tuple[str, str] | None:
+    """(version, commit) that the most recent assignment put in `stage`: GTO numbers every stage event of an
+    artifact (tags name#stage#N, and name#stage!#N to unassign), so the highest N is the latest. A version
+    deprecated since (name@vX!) is skipped, and the stage falls back to the assignment before it. So a rollback is
+    `gto assign NAME OLD_VERSION STAGE --force` (or deprecating the newer version), whatever the semver order:
+    GTO's own `which` picks the highest semver in a stage, where a rollback would not take effect."""
+    out = _git(repo, "for-each-ref", f"refs/tags/{name}#{stage}*", "--format=%(refname:strip=2) %(*objectname) %(objectname)")
+    events = []
+    for line in out.splitlines():
+        tag, peeled, obj = (line.split() + [""])[:3]
+        m = re.match(rf"^{re.escape(name)}#{re.escape(stage)}(!?)#(\d+)$", tag)
+        if m:
+            events.append((int(m[2]), m[1] == "!", peeled or obj))
+    at, gone = _versions_by_commit(repo, name)
+    undone: set[str] = set()
+    for _, unassign, commit in sorted(events, reverse=True):
+        if unassign:
+            undone.add(commit)
+            continue
+        live = [v for v in at.get(commit, []) if v not in gone]
+        if commit not in undone and live:
+            return max(live, key=lambda v: [int(x) for x in v[1:].split(".")]), commit
+    return None
 
 
 def resolve(ref: str, repo: str | Path = ".") -> tuple[Path, str]:
@@ -129,12 +163,26 @@ def version_at(repo: str | Path, name: str, commit: str, stage: str | None = Non
 
 
 def next_version(repo: str | Path, name: str) -> str:
-    """v0.1.0 for the first registration, then the next minor version."""
-    latest = _latest(repo, name)
-    if latest is None:
+    """v0.1.0 for the first registration, then the next minor version after the highest ever tagged: deprecated
+    (deregistered) versions count too, since GTO refuses a number whose tag exists."""
+    seen = []
+    for tag in _git(repo, "tag", "--list", f"{name}@v*").split():
+        m = re.match(rf"^{re.escape(name)}@v(\d+)\.(\d+)\.(\d+)", tag)
+        if m:
+            seen.append(tuple(int(x) for x in m.groups()))
+    if not seen:
         return "v0.1.0"
-    major, minor, _ = (int(x) for x in latest.version.lstrip("v").split("."))
+    major, minor, _ = max(seen)
     return f"v{major}.{minor + 1}.0"
+
+
+def push_tags(repo: str | Path, name: str, commit: str, remote: str = "origin") -> list[str]:
+    """Push the registry tags of `name` that point at `commit` (its version and stage assignments): the
+    registration is only seen by other clones once these are on the remote."""
+    tags = [t for t in _git(repo, "tag", "--points-at", commit).split() if t.startswith((f"{name}@", f"{name}#"))]
+    if tags:
+        _git(repo, "push", "-q", remote, *[f"refs/tags/{t}" for t in tags])
+    return tags
 
 
 def register(repo: str | Path = ".", name: str = "detector", rev: str = "HEAD", version: str | None = None,
