@@ -4,6 +4,9 @@
     python benchmarks/label_flips.py PROJECT --work /tmp/flips --downstream \
         --champion PROJECT/artifacts/model                                            # + a model per row
 
+    python benchmarks/label_flips.py PROJECT --work /tmp/flips --landed \
+        --thresholds 0.02 0.1 0.3                                                     # the retrain flow's case
+
 PROJECT is a real-data project after `dfd validate` and `dfd split` with faces-a imported (docs/real-data.md):
 its split gives faces-a's train + val rows (whose labels are flipped, a seeded share per seed) and its test rows
 (never flipped). Rows, for 0 %, 5 % and 10 % flips and 2 seeds each:
@@ -12,6 +15,12 @@ its split gives faces-a's train + val rows (whose labels are flipped, a seeded s
 - `champion judge, landed 10 % batch`: the champion (--champion: the README's real-data model, which never trained
   on faces-a's test rows) judges faces-a's test rows with 10 % of labels flipped, as the retrain flow judges a
   landed batch (no downstream model: those rows are the only clean test set).
+`--landed` measures what the retrain flow does (its champion judges a landed batch): faces-a's train + val rows
+are cut in two halves by content hash; a champion is fine-tuned on the first (clean) half; the second half is the
+landed batch, 0 / 5 / 10 % of it flipped per seed. The champion's probability of each batch file's own label is
+swept over thresholds (files removed, precision, recall, share of clean files removed), and for each threshold of
+--thresholds and for `remove off` a detector is fine-tuned on old half + what is left of the batch and scored on
+the clean test rows.
 Columns: files removed, precision and recall of the removed files against the flips, test ROC-AUC (clean test
 labels) of a detector fine-tuned on what is left (--downstream: the faces profile at --size px for --epochs
 epochs, to keep 12 fine-tunes within a CPU hour), its 95 % bootstrap CI, and seconds. Prints a table and writes
@@ -75,7 +84,8 @@ def downstream_auc(clean_dir: Path, test: pd.DataFrame, work: Path, params: Path
     from deepfake_detector.model.train import train
 
     p = load_params(params, {"split": {"val": 0.15, "test": 0.0}, "train": {"image_size": size, "epochs": epochs}})
-    split(clean_dir, work / "splits", work / "split_reports", p.split, p.seed)
+    # another seed than the project's: with its own, every train + val row lands in train (u >= its test share)
+    split(clean_dir, work / "splits", work / "split_reports", p.split, p.seed + 1)
     shutil.rmtree(work / "ckpt", ignore_errors=True)
     train(work / "splits", work / "model", work / "train_reports", p, ckpt_dir=work / "ckpt", progress=False,
           cache_dir=work / "cache")
@@ -87,6 +97,82 @@ def downstream_auc(clean_dir: Path, test: pd.DataFrame, work: Path, params: Path
     return {"test_roc_auc": round(auc, 4), "ci95": ci}
 
 
+def _halves(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Two halves by content hash: the same cut for every seed and every run."""
+    first = rows["sha256"].str[:8].apply(lambda h: int(h, 16) % 2 == 0)
+    return rows[first].reset_index(drop=True), rows[~first].reset_index(drop=True)
+
+
+def _folder(old: pd.DataFrame, batch: Path, keep: set[str], dest: Path) -> Path:
+    """dest/<label>/: hard links of the old rows (their own labels) and of the kept batch files (their landed labels)."""
+    shutil.rmtree(dest, ignore_errors=True)
+    for r in old.itertuples(index=False):
+        (dest / r.label).mkdir(parents=True, exist_ok=True)
+        os.link(r.path, dest / r.label / f"old_{Path(r.path).name}")
+    for rel in keep:
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.link(batch / rel, dest / rel)
+    return dest
+
+
+def landed(args: argparse.Namespace, p, trainval: pd.DataFrame, test: pd.DataFrame) -> list[dict]:
+    """The retrain flow's case: a champion trained on old (clean) rows judges a landed batch with flipped labels."""
+    from deepfake_detector.serving.detector import Detector
+
+    params, limits = args.project / "params.yaml", p.decode_limits()
+    old, new = _halves(trainval)
+    cache, rows = args.work / "cache/validate.jsonl", []
+    clean_p = p.validate_.model_copy(update={"label_issue": p.validate_.label_issue.model_copy(update={"remove": False})})
+
+    def fit(folder: Path, work: Path) -> dict:
+        done = work / "result.json"  # a finished fine-tune is reused when the benchmark is run again
+        if done.is_file():
+            return json.loads(done.read_text())
+        validate(folder, work / "clean", work / "reports", clean_p, limits, p.seed, cache, progress=False,
+                 faces=p.faces)
+        out = downstream_auc(work / "clean", test, work / "down", params, args.size, args.epochs)
+        done.write_text(json.dumps(out))
+        return out
+
+    t0 = time.perf_counter()
+    champ = args.work / "champion"
+    first = fit(champ / "data" if (champ / "result.json").is_file() else
+                _folder(old, Path("/nonexistent"), set(), champ / "data"), champ)
+    det = Detector.load(champ / "down/model", params=params)
+    rows.append({"case": "champion: old half only", "judge": "—", "flipped": 0, "n_train_val": len(old), **first,
+                 "seconds": round(time.perf_counter() - t0, 1)})
+    print(rows[-1], flush=True)
+    for share in (0.0, 0.05, 0.10):
+        for seed in args.seeds[:1] if share == 0 else args.seeds:  # nothing flipped: the seed changes nothing
+            case = args.work / f"landed{int(share * 100)}_s{seed}"
+            flipped = flipped_folder(new, case / "batch", share, seed)
+            files = sorted(x.relative_to(case / "batch").as_posix() for x in (case / "batch").rglob("*") if x.is_file())
+            p_fake = det.fake_probabilities([case / "batch" / f for f in files])
+            own = {f: (1 - q if f.startswith("real/") else q) for f, q in zip(files, p_fake)}  # p(its landed label)
+            sweep = []
+            for t in sorted({0.02, 0.05, 0.1, 0.2, 0.3, 0.5, *args.thresholds}):
+                removed = {f for f, q in own.items() if q < t}
+                tp = len(removed & flipped)
+                clean = len(files) - len(flipped)
+                sweep.append({"threshold": t, "removed": len(removed),
+                              "precision": round(tp / len(removed), 3) if removed else None,
+                              "recall": round(tp / len(flipped), 3) if flipped else None,
+                              "clean_removed_share": round((len(removed) - tp) / clean, 4)})
+            for t in [None, *args.thresholds]:
+                t1 = time.perf_counter()
+                keep = set(files) if t is None else {f for f, q in own.items() if not q < t}
+                down = fit(_folder(old, case / "batch", keep, case / f"data_{t}"), case / f"work_{t}")
+                stat = next((s for s in sweep if s["threshold"] == t), {"removed": 0, "precision": None,
+                                                                         "recall": None, "clean_removed_share": 0.0})
+                rows.append({"case": f"landed batch, {share:.0%} flipped", "seed": seed,
+                             "judge": "remove off" if t is None else f"champion, p(label) < {t:g}",
+                             "flipped": len(flipped), "batch": len(files), **stat, **down,
+                             "seconds": round(time.perf_counter() - t1, 1)})
+                rows[-1]["sweep"] = sweep if t is None else None
+                print({k: v for k, v in rows[-1].items() if k != "sweep"}, flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("project", type=Path)
@@ -95,6 +181,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--downstream", action="store_true", help="fine-tune a detector per row and score the test rows")
     ap.add_argument("--champion", type=Path, default=None, help="a trained model: the landed-batch judge row")
+    ap.add_argument("--landed", action="store_true", help="the retrain flow's case: champion judge on a landed half")
+    ap.add_argument("--thresholds", type=float, nargs="+", default=[0.1, 0.3])
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/label_flips.json")
@@ -108,8 +196,8 @@ def main() -> None:
     test = read_split(splits, "test")
     test = test[test["source"] == args.source].reset_index(drop=True)
     cache = args.work / "cache/validate.jsonl"
-    rows = []
-    for share in (0.0, 0.05, 0.10):
+    rows = landed(args, p, trainval, test) if args.landed else []
+    for share in () if args.landed else (0.0, 0.05, 0.10):
         for seed in args.seeds:
             case = args.work / f"flip{int(share * 100)}_s{seed}"
             flipped = flipped_folder(trainval, case / "data", share, seed)
@@ -128,7 +216,7 @@ def main() -> None:
                 row["seconds"] = round(time.perf_counter() - t0, 1)
                 rows.append(row)
                 print(row, flush=True)
-    if args.champion is not None:
+    if args.champion is not None and not args.landed:
         from deepfake_detector.serving.detector import Detector
 
         det = Detector.load(args.champion, params=params)
@@ -143,13 +231,15 @@ def main() -> None:
                          "flipped": len(flipped), **removed_stats(case / "reports", flipped),
                          "seconds": round(time.perf_counter() - t0, 1)})
             print(rows[-1], flush=True)
-    cols = ["case", "seed", "judge", "flipped", "removed", "precision", "recall", "test_roc_auc", "ci95", "seconds"]
+    cols = ["case", "seed", "judge", "flipped", "removed", "precision", "recall", "clean_removed_share",
+            "test_roc_auc", "ci95", "seconds"]
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for r in rows:
         print("| " + " | ".join(str(r.get(c, "—")) for c in cols) + " |")
     args.out.write_text(json.dumps({"source": args.source, "max_label_probability":
                                     p.validate_.label_issue.max_label_probability, "downstream":
-                                    {"size": args.size, "epochs": args.epochs} if args.downstream else None,
+                                    {"size": args.size, "epochs": args.epochs}
+                                    if args.downstream or args.landed else None, "landed": args.landed,
                                     "rows": rows}, indent=2, default=float) + "\n")
 
 
