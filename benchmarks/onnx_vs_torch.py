@@ -3,8 +3,8 @@
     python benchmarks/onnx_vs_torch.py artifacts/model --seconds 5
     python benchmarks/onnx_vs_torch.py --image-size 256 --seconds 5    # an untrained Lite0 at the faces size
 
-`Detector.predict_tensor` (what `dfd predict`, `dfd serve` and the Python API run) on uint8 images at
-the model's size, so the input conversion is counted too. Exports MODEL/detector.onnx if missing.
+`Detector.score_tensor` (what `dfd predict`, `dfd serve` and the Python API run after decoding and cropping) on
+uint8 images at the model's size, so the input conversion is counted too. Exports MODEL/detector.onnx if missing.
 Prints a table and writes benchmarks/onnx_vs_torch.json (or --out).
 """
 
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from deepfake_detector.core.params import load_params
 from deepfake_detector.serving.detector import Detector
 from deepfake_detector.serving.export import export_onnx
 
@@ -53,12 +54,13 @@ def main() -> None:
     model_dir = args.model or _untrained(args.image_size, Path(tempfile.mkdtemp()) / "model")
     onnx_path = model_dir / "detector.onnx"
     parity = export_onnx(model_dir, onnx_path) if not onnx_path.is_file() else None
-    dets = {rt: Detector(model_dir, band=0.1, batch_size=32, runtime=rt) for rt in ("torch", "onnx")}
+    limits = load_params(Path(__file__).resolve().parents[1] / "params.yaml").decode_limits()
+    dets = {rt: Detector(model_dir, band=0.1, batch_size=32, limits=limits, runtime=rt) for rt in ("torch", "onnx")}
     size = dets["torch"].image_size
     rows = []
     for batch in (1, 32):
         x = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8)
-        rates = {rt: _rate(lambda d=d: d.predict_tensor(x), batch, args.seconds) for rt, d in dets.items()}
+        rates = {rt: _rate(lambda d=d: d.score_tensor(x), batch, args.seconds) for rt, d in dets.items()}
         rows.append({"batch": batch, "torch_img_per_s": round(rates["torch"], 1),
                      "onnx_img_per_s": round(rates["onnx"], 1)})
     base = {rt: rows[0][f"{rt}_img_per_s"] for rt in ("torch", "onnx")}
