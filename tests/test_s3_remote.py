@@ -41,6 +41,7 @@ def _md5(path: Path) -> str:
 def test_retrain_push_and_fresh_clone_pull_round_trip_through_s3(repro_project, tmp_path, s3_endpoint):
     import boto3
 
+    import flows.publish as publish
     import flows.retrain as rt
 
     work = tmp_path / "work"
@@ -52,7 +53,7 @@ def test_retrain_push_and_fresh_clone_pull_round_trip_through_s3(repro_project, 
 
     remote, pull = rt.ensure_remote(str(work), "../unused")  # the configured default remote wins
     assert remote == "store" and pull == "dvc pull"  # it is in the committed .dvc/config: every clone knows it
-    rt.dvc_push.fn(str(work), remote)  # the retrain flow's push task
+    publish.dvc_push.fn(str(work), remote)  # the retrain flow's push task
     keys = [o["Key"] for o in boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(
         Bucket="dfd-artifacts", Prefix="dvc/").get("Contents", [])]
     assert len(keys) > 80  # 80 demo images + pipeline outputs
