@@ -225,6 +225,13 @@ def test_the_request_log_records_each_scored_image_without_its_bytes(server, req
     assert entries[0]["bytes"] == len(data) and entries[0]["label"] in ("fake", "real") and "image" not in entries[0]
 
 
+def test_a_stderr_nobody_reads_never_stops_the_server(server):
+    """The fixture's stderr is a pipe nobody reads (64 KiB): 1,500 access-log lines (~250 KB) later it answers."""
+    with httpx.Client() as client:
+        for _ in range(1500):
+            assert client.get(f"{server}/health", timeout=10).status_code == 200
+
+
 def test_http_api_handles_concurrent_requests(server):
     def call(i: int) -> float:
         r = httpx.post(f"{server}/predict", files={"file": (f"{i}.jpg", _jpeg(i % 3), "image/jpeg")}, timeout=60)
@@ -245,3 +252,40 @@ def test_a_whole_picture_model_scores_the_whole_picture(prepared, demo_dir):
     det = Detector.load(prepared / "model", band=0.1, batch_size=1)
     (pred,) = det.predict([demo_dir / "real/demo__real_0000.jpg"])
     assert det.crop.policy == "whole" and pred.scored_whole and pred.n_faces is None and len(pred.faces) == 1
+
+
+def test_sigterm_drains_a_request_in_flight_before_the_server_exits(prepared):
+    """A request whose body is half sent when SIGTERM arrives is still answered (200), then the server exits."""
+    import signal
+
+    port = free_port()
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "dfd"), "serve", "--model", str(prepared / "model"),
+                             "--port", str(port), "--request-log", ""], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(f"{url}/ready", timeout=0.5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                assert proc.poll() is None, proc.stderr.read().decode()  # still starting: poll again
+        image = _jpeg(3)
+        body = (b"--b\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.jpg\"\r\n\r\n" + image +
+                b"\r\n--b--\r\n")
+        sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:100])
+        while "dfd_inflight_requests 1.0" not in httpx.get(f"{url}/metrics").text:
+            assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        sock.sendall(body[100:])
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(65536) or b"\r\n\r\n"
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+        assert proc.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once drained
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=20)

@@ -202,7 +202,8 @@ def test_dynamic_batches_answer_as_one_at_a_time_and_oversized_bodies_get_413_un
     assert "dfd_request_seconds_bucket" in metrics
 
 
-def test_health_answers_while_a_batch_is_inside_the_model(prepared, monkeypatch):
+def gated_model(monkeypatch) -> tuple[threading.Event, threading.Event]:
+    """Detector.score_tensor waits until the test opens the gate: (entered, gate)."""
     from deepfake_detector.serving.detector import Detector
 
     entered, gate = threading.Event(), threading.Event()
@@ -210,10 +211,15 @@ def test_health_answers_while_a_batch_is_inside_the_model(prepared, monkeypatch)
 
     def gated(self, images):
         entered.set()
-        assert gate.wait(30), "test never opened the gate"
+        assert gate.wait(60), "the test never opened the gate"
         return real(self, images)
 
     monkeypatch.setattr(Detector, "score_tensor", gated)
+    return entered, gate
+
+
+def test_health_answers_while_a_batch_is_inside_the_model(prepared, monkeypatch):
+    entered, gate = gated_model(monkeypatch)
     with Server(_app(prepared)) as srv, ThreadPoolExecutor(1) as pool:
         pending = pool.submit(httpx.post, f"{srv.url}/predict", files={"file": ("a.jpg", _jpeg(5))}, timeout=30)
         assert entered.wait(20), "the request never reached the model"
@@ -260,7 +266,7 @@ def test_docs_are_served_from_the_installed_package(prepared):
     with Server(_app(prepared)) as srv:
         page = httpx.get(f"{srv.url}/docs").text
         assert not re.search(r"(src|href)=[\"']https?://", page), page
-        for asset in re.findall(r"[\"'](/static/swagger/[^\"']+)[\"']", page):
+        for asset in re.findall(r"[\"'](/static/docs/[^\"']+)[\"']", page):
             r = httpx.get(f"{srv.url}{asset}")
             assert r.status_code == 200 and len(r.content) > 500, asset
         assert "/openapi.json" in page and httpx.get(f"{srv.url}/openapi.json").json()["paths"]["/predict"]

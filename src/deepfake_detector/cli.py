@@ -225,15 +225,18 @@ def predict(paths: list[str] = typer.Argument(..., help="files, folders or globs
 
 
 @app.command()
-def export(model: Path = typer.Argument(Path("artifacts/model")),
-           onnx: Path = typer.Option(..., help="output .onnx path")) -> None:
-    """Export the detector to ONNX; reports the max |torch - onnxruntime| logit difference."""
+def export(model: str = typer.Argument("artifacts/model", help="model folder or registry ref (detector@prod)"),
+           onnx: Path = typer.Option(None, help="output .onnx path [MODEL/detector.onnx: what serve.backend onnx runs]")
+           ) -> None:
+    """Export the detector to ONNX (atomically); reports the max |torch - onnxruntime| logit difference."""
     from .model.checkpoint import CheckpointError
     from .serving.export import export_onnx
+    from .serving.registry import RegistryError, model_folder
 
     try:
-        _show(export_onnx(model, onnx))
-    except CheckpointError as exc:
+        folder = model_folder(model)
+        _show(export_onnx(folder, onnx or folder / "detector.onnx"))
+    except (CheckpointError, RegistryError) as exc:
         _fail(exc)
 
 

@@ -8,7 +8,8 @@ import typer
 
 from .cli_common import PARAMS, _fail, _params, _show, console
 
-serve_app = typer.Typer(help="HTTP API: POST /predict, GET /model, /health, /metrics, /docs; `keys add` for API keys.")
+serve_app = typer.Typer(help="HTTP API: POST /predict, GET /model, /health, /ready, /metrics, /docs; `keys` for API "
+                        "keys (add, list, revoke).")
 
 
 @serve_app.callback(invoke_without_command=True)
@@ -26,14 +27,25 @@ def serve(ctx: typer.Context,
 
     from .serving.serve import build_server_app
 
+    import logging
+
     p = _params(params)
-    overrides = {k: v for k, v in {"max_upload_mb": max_mb, "backend": backend}.items() if v is not None}
+    s = p.serve.model_copy(update={k: v for k, v in {"max_upload_mb": max_mb, "backend": backend}.items()
+                                   if v is not None})
+    if not s.api_keys_file and host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(f"[bold yellow]warning:[/] serving on {host} with no API keys (serve.api_keys_file): anyone "
+                      "who reaches this port can use it. Add keys (`dfd serve keys add NAME`) and put TLS in front "
+                      "(docs/use.md)")
     try:
-        app_ = build_server_app(model, p.serve.model_copy(update=overrides), p.decode_limits(), request_log,
-                                p.faces.options())
+        app_ = build_server_app(model, s, p.decode_limits(), request_log, p.faces.options())
     except (FileNotFoundError, ValueError, RuntimeError) as exc:  # RegistryError, KeysError, CheckpointError
         _fail(exc)
-    uvicorn.run(app_, host=host, port=port, log_level="warning")
+    from .serving.guard import log_access_to
+
+    listener = log_access_to(logging.StreamHandler())  # one JSON line per request, refusals included, on stderr
+    uvicorn.run(app_, host=host, port=port, log_level="warning", timeout_graceful_shutdown=int(s.drain_s) or None,
+                limit_concurrency=4 * s.max_concurrency + 64)  # connections of every kind, a hard ceiling
+    listener.stop()
 
 
 keys_app = typer.Typer(no_args_is_help=True, help="API keys of the service (serve.api_keys_file).")
@@ -45,15 +57,45 @@ def keys_add(name: str, params: Path = PARAMS) -> None:
     """Make a key named NAME: printed once (keep it), its sha256 stored in serve.api_keys_file."""
     from .serving.keys import KeysError, add_key
 
+    path = _keys_file(params)
+    try:
+        key = add_key(path, name)
+    except KeysError as exc:
+        _fail(exc)
+    console.print(f"key {name!r} added to {path}; it is shown only now:")
+    print(key)
+
+
+@keys_app.command("list")
+def keys_list(params: Path = PARAMS) -> None:
+    """The names of the keys in serve.api_keys_file (never the keys)."""
+    from .serving.keys import KeysError, list_keys
+
+    try:
+        names = list_keys(_keys_file(params))
+    except KeysError as exc:
+        _fail(exc)
+    for name in names:
+        print(name)
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: str, params: Path = PARAMS) -> None:
+    """Remove NAME's key: a running service refuses it from its next request on (no restart)."""
+    from .serving.keys import KeysError, revoke_key
+
+    try:
+        revoke_key(_keys_file(params), name)
+    except KeysError as exc:
+        _fail(exc)
+    console.print(f"key {name!r} revoked")
+
+
+def _keys_file(params: Path) -> str:
     s = _params(params).serve
     if not s.api_keys_file:
         _fail(ValueError("serve.api_keys_file is \"\" (keys off): set a path in params.yaml first"))
-    try:
-        key = add_key(s.api_keys_file, name)
-    except KeysError as exc:
-        _fail(exc)
-    console.print(f"key {name!r} added to {s.api_keys_file}; it is shown only now:")
-    print(key)
+    return s.api_keys_file
 
 
 registry_app = typer.Typer(help="Model registry (GTO git tags): register, show, resolve.", no_args_is_help=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, PngImagePlugin
 
 from .params import DecodeLimits
 
@@ -28,6 +28,10 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 CONVERTIBLE_MODES = {"RGB", "RGBA", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"}
 GRAYSCALE_MODES = {"L", "LA", "1"}
 
+
+# A PNG's text chunks are inflated when its header is read; a few KB of zTXt can inflate to 63 MB (0.3 s of CPU,
+# benchmarks/load_test.py --soak). Real metadata (XMP, ICC notes) stays far below this.
+MAX_PNG_TEXT_BYTES = 4 * 2**20
 
 # Magic numbers, to name a file's type without handing it to any decoder (EPS would run Ghostscript)
 SIGNATURES = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"GIF87a": "GIF", b"GIF89a": "GIF",
@@ -67,6 +71,10 @@ def open_image(fp: str | Path | IO[bytes], limits: DecodeLimits) -> Image.Image:
         head = fp.read(16)
         fp.seek(0)
     kind = sniff(head)
+    # Pillow's own bomb check runs inside its plugins too, before a decoder allocates a canvas (an animated WebP
+    # declaring 13000^2 would reserve GBs): with the cap as its limit, nothing over 2x the cap is ever allocated
+    Image.MAX_IMAGE_PIXELS = limits.max_pixels
+    PngImagePlugin.MAX_TEXT_MEMORY = MAX_PNG_TEXT_BYTES
     if kind is not None and kind not in limits.formats:
         raise ImageRefused("format", f"{kind} images are not accepted (allowed: {', '.join(limits.formats)})")
     try:
@@ -74,8 +82,12 @@ def open_image(fp: str | Path | IO[bytes], limits: DecodeLimits) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(fp, formats=limits.formats)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageRefused("pixels", f"decompression bomb refused: {clean_message(exc)}") from None
+        raise ImageRefused("pixels", f"decompression bomb refused: over the {limits.max_pixels}-pixel cap "
+                                     f"(validate.max_pixels): {clean_message(exc)}") from None
     except Exception as exc:  # noqa: BLE001 - UnidentifiedImageError, truncated headers, ...
+        if isinstance(exc, ValueError) and ("text chunk" in str(exc) or "Decompressed Data Too Large" in str(exc)):
+            raise ImageRefused("pixels", f"decompression bomb refused: its text chunks inflate past "
+                                         f"{MAX_PNG_TEXT_BYTES // 2**20} MB") from None
         raise ImageRefused("corrupt" if kind else "unknown",
                            f"corrupt {kind} image" if kind else
                            f"not an image (or not one of the allowed formats: {', '.join(limits.formats)})") from None

@@ -220,6 +220,15 @@ class ServeParams(_Strict):
     api_keys_file: str  # "" = no keys; else NAME sha256:HEX lines (`dfd serve keys add NAME`)
     allowed_origins: tuple[str, ...]  # browser Origins allowed to call the API; others get 403
     max_upload_mb: float = Field(gt=0)  # whole request body, refused before parsing
+    max_concurrency: int = Field(ge=1)  # /predict requests in flight; more: 503 before the body is read
+    body_timeout_s: float = Field(gt=0)  # the whole body must arrive within this (408)
+    spool_kb: int = Field(ge=1)  # an uploaded file is held in memory up to this, then spooled to disk
+    request_timeout_s: float = Field(gt=0)  # a /predict request's deadline once its body is in (504, work cancelled)
+    max_queue: int = Field(ge=1)  # images waiting for a decoder, and for the model (503 past it)
+    rate_per_key: float = Field(ge=0)  # requests/s per API key (keys on); 0 = no limit
+    rate_burst: int = Field(ge=1)  # token-bucket burst of rate_per_key (429 past it)
+    model_timeout_s: float = Field(gt=0)  # a model call running longer turns /ready red
+    drain_s: float = Field(ge=0)  # SIGTERM: requests in flight get this long to finish
     max_files: int = Field(ge=1)
     max_request_pixels: int = Field(ge=1)  # header pixels of all files of one request, before any decode
     decode_workers: int = Field(ge=1)  # decode processes

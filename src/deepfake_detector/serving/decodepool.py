@@ -1,20 +1,28 @@
-"""Image decoding for the service in separate processes, each with a deadline.
+"""Everything the service does with untrusted image bytes, in separate processes, each call with a deadline.
 
-    pool = DecodePool(workers=2, limits=limits, size=256, timeout_s=5.0, crop=policy, faces=options)
+    pool = DecodePool(workers=2, limits=limits, size=256, timeout_s=5.0, crop=policy, faces=options, max_waiting=64)
+    pixels = await pool.probe(data)     # header pixels (nothing decoded): for the request's pixel budget
     faces = await pool.decode(data)     # Decoded: status, (k, size, size, 3) uint8 face crops, boxes, n_faces
-                                        # ImageRefused or DecodeTimeout otherwise
+    faces = await pool.decode(read)     # or an async callable giving the bytes once a worker is free (memory)
+    # ImageRefused (the file), DecodeTimeout (503), DecodeCrashed (500), Overloaded (503) otherwise
 
-A decode that runs past `timeout_s` is abandoned: its worker process is killed and replaced, and the caller
-gets DecodeTimeout (the service answers 503 for that file). Decoding never runs in the server's own process,
-so a slow or hostile image cannot stall /health or the model. Finding the faces (core/faces.py: dlib) and
-cropping them as the model was trained runs there too. Workers are started lazily (forkserver: they do not
-inherit the server's threads) and import Pillow, numpy, OpenCV and dlib, never torch.
+The server process never parses an image, not even its header (a PNG's text chunks are inflated by the header
+read): `probe` reads the header in a worker, `decode` decodes, finds the faces (core/faces.py: dlib) and crops
+them as the model was trained. A call past `timeout_s`, or whose request was cancelled (a disconnected client, a
+request deadline), kills its worker; a worker that dies on its own is reported as a crash with its exit signal
+(SIGKILL: most often the kernel's out-of-memory killer). A killed worker is replaced at once; a replacement that
+fails to start leaves an empty slot that the next call starts again (`alive()` says how many are up: /ready).
+At most `max_waiting` calls wait for a worker; more are refused (Overloaded) rather than queued without bound.
+Workers are started by `start()` or the first call (forkserver: they do not inherit the server's threads) and import Pillow, numpy,
+OpenCV and dlib, never torch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import signal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
@@ -25,8 +33,21 @@ from ..core.images import ImageRefused
 from ..core.params import DecodeLimits
 
 
+# Decoding is batch work: on a saturated CPU the server's event loop (/health, /ready, refusals) must get the core
+# first. Measured in benchmarks/load_test.py --soak (docs/benchmarks.md).
+DECODER_NICENESS = 10
+
+
 class DecodeTimeout(RuntimeError):
-    """A decode ran past its deadline; its worker was replaced."""
+    """A call ran past its deadline; its worker was replaced."""
+
+
+class DecodeCrashed(RuntimeError):
+    """The worker died during the call (a decoder crash, or killed for memory); it was replaced."""
+
+
+class Overloaded(RuntimeError):
+    """Too many calls already wait for a worker (or no worker could be started): retry later."""
 
 
 @dataclass(frozen=True)
@@ -42,15 +63,25 @@ class Decoded:
 
 def _serve(conn: Connection, limits: DecodeLimits, size: int, crop: CropPolicy,
            faces: FaceOptions) -> None:  # runs in the worker process
+    import io
+    import os
+
     from ..core.faces import picture_faces
-    from ..core.images import decode_image
+    from ..core.images import decode_image, open_image
+
+    os.nice(DECODER_NICENESS)
 
     while True:
         try:
-            data = conn.recv_bytes()
+            message = conn.recv_bytes()
         except EOFError:
             return
+        op, data = message[:1], message[1:]
         try:
+            if op == b"p":
+                with open_image(io.BytesIO(data), limits) as img:
+                    conn.send(("ok", img.width * img.height))
+                continue
             status, crops, n_faces, whole = picture_faces(decode_image(data, limits), crop, faces, size)
             arr = np.stack([np.asarray(c.image, np.uint8) for c in crops]) if crops else np.zeros((0, size, size, 3),
                                                                                                  np.uint8)
@@ -68,29 +99,50 @@ class _Worker:
         self.proc.start()
         child.close()
 
-    def call(self, data: bytes):
-        self.conn.send_bytes(data)
-        return self.conn.recv()  # EOFError once the process is killed
+    def call(self, op: bytes, data: bytes):
+        self.conn.send_bytes(op + data)
+        return self.conn.recv()  # EOFError once the process is gone
 
     def kill(self) -> None:
         self.proc.kill()
         self.proc.join(5)
         self.conn.close()
 
+    def died_of(self) -> str:
+        self.proc.join(1)
+        code = self.proc.exitcode
+        if code is not None and code < 0:
+            name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
+            return f"signal {name}" + (" (most often the out-of-memory killer)" if -code == signal.SIGKILL else "")
+        return f"exit code {code}"
+
 
 class DecodePool:
     def __init__(self, workers: int, limits: DecodeLimits, size: int, timeout_s: float,
-                 crop: CropPolicy | None = None, faces: FaceOptions | None = None) -> None:
+                 crop: CropPolicy | None = None, faces: FaceOptions | None = None, max_waiting: int = 64) -> None:
         self.n, self.limits, self.size, self.timeout_s = workers, limits, size, timeout_s
-        self.crop, self.faces = crop or CropPolicy(), faces or FaceOptions()
-        self._idle: asyncio.Queue[_Worker] | None = None
+        self.crop, self.faces, self.max_waiting = crop or CropPolicy(), faces or FaceOptions(), max_waiting
+        self._idle: asyncio.Queue[_Worker | None] | None = None
         self._all: list[_Worker] = []
+        self.waiting = 0  # calls waiting for a worker (the /metrics queue depth)
+        self.spawn_errors = 0
         self._ctx = multiprocessing.get_context("forkserver")
 
-    def _spawn(self) -> _Worker:
-        worker = _Worker(self._ctx, self.limits, self.size, self.crop, self.faces)
-        self._all.append(worker)
-        return worker
+    def _spawn(self) -> _Worker | None:
+        """A new worker, or None (an empty slot, started again by the next call) when three tries fail."""
+        for _ in range(3):
+            try:
+                worker = _Worker(self._ctx, self.limits, self.size, self.crop, self.faces)
+            except OSError:  # EAGAIN, ENOMEM: fork limits under pressure
+                self.spawn_errors += 1
+                continue
+            self._all.append(worker)
+            return worker
+        return None
+
+    def start(self) -> None:
+        """Start the workers now (the service does, before it takes requests) rather than on the first call."""
+        self._start()
 
     def _start(self) -> asyncio.Queue:
         if self._idle is None:
@@ -100,25 +152,62 @@ class DecodePool:
                 self._idle.put_nowait(self._spawn())
         return self._idle
 
-    async def decode(self, data: bytes) -> Decoded:
+    def alive(self) -> int:
+        """Workers up (started lazily: before the first call, all n count as up)."""
+        return self.n if self._idle is None else sum(w.proc.is_alive() for w in self._all)
+
+    def _retire(self, worker: _Worker) -> None:
+        worker.kill()
+        if worker in self._all:
+            self._all.remove(worker)
+
+    async def _call(self, op: bytes, data: bytes | Callable[[], Awaitable[bytes]]):
         idle = self._start()
-        worker = await idle.get()
+        if self.waiting >= self.max_waiting:
+            raise Overloaded(f"{self.waiting} images already wait for a decoder; retry shortly")
+        self.waiting += 1
+        try:
+            worker = await idle.get()
+        finally:
+            self.waiting -= 1
         loop = asyncio.get_running_loop()
         try:
-            reply = await asyncio.wait_for(loop.run_in_executor(None, worker.call, data), self.timeout_s)
-        except (asyncio.TimeoutError, EOFError, OSError):
-            worker.kill()
-            self._all.remove(worker)
+            if worker is None:  # an empty slot: a replacement that did not start
+                worker = await loop.run_in_executor(None, self._spawn)
+                if worker is None:
+                    raise Overloaded("no decoder process could be started; retry shortly")
+            if callable(data):
+                data = await data()
+            reply = await asyncio.wait_for(loop.run_in_executor(None, worker.call, op, data), self.timeout_s)
+        except asyncio.TimeoutError:
+            self._retire(worker)
             worker = await loop.run_in_executor(None, self._spawn)
             raise DecodeTimeout(f"decoding took longer than serve.decode_timeout_s ({self.timeout_s:g} s): "
                                 "abandoned") from None
+        except (EOFError, OSError):
+            why = worker.died_of()
+            self._retire(worker)
+            worker = await loop.run_in_executor(None, self._spawn)
+            raise DecodeCrashed(f"the decoder process died ({why}) while decoding this file") from None
+        except asyncio.CancelledError:  # the request is gone: its worker may be mid-call, so it is replaced
+            if worker is not None:
+                self._retire(worker)
+            worker = self._spawn()
+            raise
         finally:
             idle.put_nowait(worker)
-        if reply[0] == "ok":
-            _, status, boxes, n_faces, whole, raw = reply
-            crops = np.frombuffer(raw, np.uint8).reshape(len(boxes), self.size, self.size, 3)
-            return Decoded(status, crops, [tuple(b) for b in boxes], n_faces, whole)
-        raise ImageRefused(reply[1], reply[2])
+        if reply[0] == "refused":
+            raise ImageRefused(reply[1], reply[2])
+        return reply
+
+    async def probe(self, data: bytes | Callable[[], Awaitable[bytes]]) -> int:
+        """Header pixels of an allowed image (ImageRefused otherwise); nothing is decoded."""
+        return (await self._call(b"p", data))[1]
+
+    async def decode(self, data: bytes | Callable[[], Awaitable[bytes]]) -> Decoded:
+        _, status, boxes, n_faces, whole, raw = await self._call(b"d", data)
+        crops = np.frombuffer(raw, np.uint8).reshape(len(boxes), self.size, self.size, 3)
+        return Decoded(status, crops, [tuple(b) for b in boxes], n_faces, whole)
 
     def close(self) -> None:
         for worker in self._all:

@@ -1,11 +1,16 @@
 """Export the detector to ONNX and check it against torch.
 
-    dfd export artifacts/model --onnx artifacts/model/detector.onnx
+    dfd export artifacts/model                     # -> artifacts/model/detector.onnx (what `serve.backend: onnx` runs)
+
+The file is written under a temporary name and renamed only once ONNX Runtime agrees with torch, so a reader (a
+service replica starting) never sees half a file.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import os
 
 import numpy as np
 import torch
@@ -34,11 +39,16 @@ def export_onnx(model_dir: str | Path, out: str | Path, n_check: int = 8, seed: 
     x = torch.rand(n_check, 3, size, size, generator=torch.Generator().manual_seed(seed))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(_Outputs(model).eval(), (x,), str(out), input_names=["image"], output_names=["logit", "features"],
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    torch.onnx.export(_Outputs(model).eval(), (x,), str(tmp), input_names=["image"], output_names=["logit", "features"],
                       dynamic_axes={"image": {0: "batch"}, "logit": {0: "batch"}, "features": {0: "batch"}},
                       opset_version=17, dynamo=False)
     with torch.no_grad():
         ref = model(x).numpy()
-    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})[0]
+    try:
+        got = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})[0]
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     return {"onnx": str(out), "max_abs_diff": float(np.abs(ref - got).max()), "n_checked": n_check,
             "image_size": size}

@@ -132,6 +132,11 @@ def resolve(ref: str, repo: str | Path = ".") -> tuple[Path, str]:
                         "run `dvc pull` where it was built")
 
 
+def model_folder(model: str | Path, repo: str | Path = ".") -> Path:
+    """The folder a model argument names: itself when it exists, else the folder of a registry ref."""
+    return resolve(str(model), repo)[0] if is_ref(str(model)) and not Path(model).exists() else Path(model)
+
+
 def _workspace_current(repo: Path) -> bool:
     out = subprocess.run(["dvc", "status", "--json"], cwd=repo, capture_output=True, text=True)
     return out.returncode == 0 and out.stdout.strip() in ("{}", "")

@@ -5,27 +5,29 @@
     curl -H "X-API-Key: $KEY" -F files=@a.jpg -F files=@b.png http://127.0.0.1:8000/predict
 
 POST /predict (multipart, one or more `files` fields; `file` also accepted) -> {"model_version", "results": [one
-entry per file]}; GET /model (version, threshold, val metrics: no paths); GET /health; GET /metrics (Prometheus);
-GET /docs (Swagger UI served from the installed swagger-ui-bundle: it works offline).
+entry per file]}; GET /model (version, threshold, val metrics: no paths); GET /health (liveness); GET /ready
+(readiness: decoders up, model not hung, not draining); GET /metrics (Prometheus); GET /docs (Swagger UI 5 from
+the installed fastapi-offline package: renders offline, with the key scheme under "Authorize").
 
-Before a byte of a body is read (serve.* in params.yaml; `Guard`): a browser Origin not in allowed_origins gets
-403; with api_keys_file, /predict and /model need a key (401). Bodies are read whole, up to max_upload_mb, before
-any parser sees them: a larger one gets 413, whatever it contains. Then, per request: at most max_files files
-(413); only serve.formats, named from the bytes (415 otherwise, EPS never reaches a decoder); all files' header
-pixels together under max_request_pixels (413 for the request, before any decode) and each under
-validate.max_pixels (413 for that file). Decoding runs in separate processes (decodepool.py) and a decode past
-decode_timeout_s is abandoned (503 for that file). Images of concurrent requests are scored together
-(batcher.py). The request itself answers 200 when any file was scored. Each scored file is appended to the
-request log (JSONL, rotated at request_log_max_mb: time, sha256, bytes, probability, label, key name,
-model_version; the image itself only with serve.log_images), which `dfd drift --current` and the
-`monitor-served` flow read.
+Before a byte of a body is read, `Guard` (guard.py) answers Origin (403), CORS preflight, key (401), rate (429),
+size (413) and load (503); the body then streams into the multipart parser under max_upload_mb and body_timeout_s,
+each file held in memory up to spool_kb and spooled to disk past it. Per request: at most max_files files (413);
+only serve.formats, named from the bytes (415 otherwise, EPS never reaches a decoder); the headers of all files,
+read in the decode processes (decodepool.py: this process never parses an image), hold at most
+max_request_pixels together (413 for the request) and each at most validate.max_pixels (413 for that file).
+Decoding and face finding run in those processes too, each file under decode_timeout_s (503 for that file); a
+crashed decoder is a 500 for that file. Images of concurrent requests are scored together (batcher.py); a full
+decode or model queue answers 503. The whole request runs under request_timeout_s (504), and a client that
+disconnects cancels its decodes and its place in the model queue. The request answers 200 when any file was
+scored. Each scored file is appended to the request log (JSONL, rotated at request_log_max_mb: time, sha256,
+bytes, probability, label, key name, model_version; the image itself only with serve.log_images), which
+`dfd drift --current` and the `monitor-served` flow read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import json
 import logging
 import logging.handlers
@@ -37,64 +39,15 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from ..core.images import ImageRefused, open_image, sniff
+from ..core.images import ImageRefused, sniff
 from ..core.params import ServeParams
 from .batcher import Batcher
-from .decodepool import DecodePool, DecodeTimeout
-from .keys import key_name, presented_key
+from .decodepool import DecodeCrashed, DecodePool, DecodeTimeout, Overloaded
+from .guard import BodyRefused, Guard
 
-OPEN_PATHS = ("/health", "/metrics", "/docs", "/openapi.json", "/static/")  # no key needed
 STATUS = {"format": 415, "unknown": 415, "pixels": 413, "corrupt": 400}  # ImageRefused.kind -> per-file status
-
-
-async def _answer(send, status: int, message: str) -> None:
-    body = json.dumps({"error": message}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})
-
-
-class Guard:
-    """ASGI middleware, in front of everything: Origin (403), API key (401), whole-body limit (413)."""
-
-    def __init__(self, app, max_bytes: int, allowed_origins: tuple[str, ...], keys: dict[str, str] | None) -> None:
-        self.app, self.max_bytes, self.origins, self.keys = app, max_bytes, set(allowed_origins), keys
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers") or [])
-        origin = headers.get(b"origin")
-        if origin is not None and origin.decode("latin-1") not in self.origins:
-            return await _answer(send, 403, "requests from this Origin are not allowed (serve.allowed_origins)")
-        if self.keys is not None and not scope["path"].startswith(OPEN_PATHS):
-            name = key_name(self.keys, presented_key(headers))
-            if name is None:
-                return await _answer(send, 401, "a valid API key is needed: `Authorization: Bearer KEY` or `X-API-Key: KEY`")
-            scope.setdefault("state", {})["key_name"] = name
-        declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await _answer(send, 413, f"request body larger than {self.max_bytes} bytes")
-        chunks, seen, more = [], 0, True
-        while more:  # the whole body, before any parser: the limit never races a parse error
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            seen += len(chunks[-1])
-            if seen > self.max_bytes:
-                return await _answer(send, 413, f"request body larger than {self.max_bytes} bytes")
-            more = message.get("more_body", False)
-        body, replayed = b"".join(chunks), False
-
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()  # after the body: wait for the disconnect like any app would
-
-        return await self.app(scope, replay, send)
+DOCS_ASSETS = ("swagger-ui-bundle.js", "swagger-ui.css", "favicon.png")  # fastapi_offline/static: Swagger UI 5
+OPEN_PATHS = {"/health", "/ready", "/metrics", "/docs", "/openapi.json", *(f"/static/docs/{a}" for a in DOCS_ASSETS)}
 
 
 class RequestLog:
@@ -145,8 +98,8 @@ def _metrics(registry, version: str, backend: str):
     info = Gauge("dfd_model_info", "The served model (value 1)", ["model_version", "backend"], registry=registry)
     info.labels(version, backend).set(1)
     return {
-        "requests": Counter("dfd_requests_total", "Requests by endpoint and status", ["endpoint", "status"],
-                            registry=registry),
+        "requests": Counter("dfd_requests_total", "Requests by route and status, refusals included",
+                            ["endpoint", "status"], registry=registry),
         "images": Counter("dfd_images_total", "Images by status (200 scored, 4xx/5xx refused)", ["status"],
                           registry=registry),
         "latency": Histogram("dfd_request_seconds", "Request latency of /predict", registry=registry,
@@ -155,73 +108,132 @@ def _metrics(registry, version: str, backend: str):
                            buckets=(1, 2, 4, 8, 16, 32, 64, 128)),
         "refusals": Counter("dfd_decode_refusals_total", "Files refused before or while decoding, by reason",
                             ["reason"], registry=registry),
+        "gauge": lambda name, doc, fn: Gauge(name, doc, registry=registry).set_function(fn),
     }
 
 
+def _rss_bytes() -> float:
+    """This process's resident memory (Linux /proc; 0 elsewhere)."""
+    try:
+        import os
+
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def build_server_app(model: str, s: ServeParams, limits, request_log: str | None = None, faces=None):
-    """What `dfd serve` runs: the Detector for `model` (folder or registry ref) on serve.backend (an ONNX export is
-    written next to the folder's other files when missing), the keys file, and the app."""
+    """What `dfd serve` runs: the Detector for `model` (folder or registry ref) on serve.backend, the keys file
+    (re-read when it changes), and the app. `backend: onnx` needs MODEL/detector.onnx (`dfd export MODEL`): it is
+    never written at start-up (replicas would race, and a model volume may be read-only)."""
     from .detector import Detector
-    from .keys import load_keys
+    from .keys import KeyRing
+    from .registry import model_folder
 
-    if s.backend == "onnx":
-        from .registry import is_ref, resolve
-
-        folder = resolve(model, ".")[0] if is_ref(model) and not Path(model).exists() else Path(model)
-        if not (folder / "detector.onnx").is_file():
-            from .export import export_onnx
-
-            export_onnx(folder, folder / "detector.onnx")
+    if s.backend == "onnx" and not (model_folder(model) / "detector.onnx").is_file():
+        raise FileNotFoundError(f"serve.backend is onnx but {model_folder(model) / 'detector.onnx'} is missing: "
+                                f"run `dfd export {model}` first")
     det = Detector.load(model, runtime=s.backend, band=s.uncertainty_band, batch_size=s.batch_size, limits=limits,
                         faces=faces)  # faces: params.yaml `faces` (core.faces.FaceOptions)
-    keys = load_keys(s.api_keys_file) if s.api_keys_file else None
+    keys = KeyRing(s.api_keys_file) if s.api_keys_file else None
     return create_app(det, s, request_log, keys)
 
 
-def create_app(detector, s: ServeParams, request_log: str | Path | None = None, keys: dict[str, str] | None = None):
+def _openapi(app, version: str, keys: bool) -> dict:
+    """FastAPI's schema (OpenAPI 3.1) with the key schemes declared, so Swagger UI's "Authorize" sends one."""
+    from fastapi.openapi.utils import get_openapi
+
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=version, routes=app.routes,
+                             description="Deepfake face-image detector. POST images to /predict.")
+        if keys:
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer KEY"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}
+            for path in ("/predict", "/model"):
+                for op in schema["paths"].get(path, {}).values():
+                    op["security"] = [{"bearer": []}, {"apiKey": []}]
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+def create_app(detector, s: ServeParams, request_log: str | Path | None = None, keys=None):
     """The app for a loaded `Detector` (serving/detector.py); request_log overrides s.request_log ("" = off);
-    keys: {sha256: name} from serve.api_keys_file (None = no keys)."""
+    keys: a KeyRing of serve.api_keys_file (keys.py), or {sha256: name}, or None (no keys)."""
+    from importlib.resources import files
+
+    import torch
     from fastapi.openapi.docs import get_swagger_ui_html
     from fastapi.staticfiles import StaticFiles
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-    from swagger_ui_bundle import swagger_ui_path
+    from starlette.formparsers import MultiPartParser
 
     from ..core.version import __version__
+    from .keys import KeyRing
 
-    limits = detector.limits
+    if isinstance(keys, dict):
+        keys = KeyRing.of(keys)
     log = RequestLog(s.request_log if request_log is None else request_log, s.log_images, s.request_log_max_mb,
                      s.request_log_keep)
     registry = CollectorRegistry()
     m = _metrics(registry, detector.version, detector.runtime)
-    pool = DecodePool(s.decode_workers, limits, detector.image_size, s.decode_timeout_s, detector.crop,
-                      detector.faces)
+    pool = DecodePool(s.decode_workers, detector.limits, detector.image_size, s.decode_timeout_s, detector.crop,
+                      detector.faces, max_waiting=s.max_queue)
     batcher = Batcher(detector.score_tensor, s.batch_size if s.batching else 1 << 30,
-                      s.max_wait_ms if s.batching else 0, on_batch=lambda n: m["batch"].observe(n))
+                      s.max_wait_ms if s.batching else 0, on_batch=lambda n: m["batch"].observe(n),
+                      max_queue=s.max_queue)
     solo = asyncio.Lock()  # batching off: one request's images per forward pass, one pass at a time
+    state = {"draining": False, "solo_since": None}
+
+    class Parser(MultiPartParser):
+        spool_max_size = s.spool_kb * 1024  # per uploaded file, then a temporary file
 
     async def score(images):
-        import torch
-
         if s.batching:
             return await batcher.score(images)
         async with solo:
             m["batch"].observe(len(images))
-            return await asyncio.to_thread(detector.score_tensor, torch.stack(images))
+            state["solo_since"] = time.monotonic()
+            try:
+                return await asyncio.to_thread(detector.score_tensor, torch.stack(images))
+            finally:
+                state["solo_since"] = None
+
+    def model_busy_for() -> float:
+        return batcher.busy_for() if s.batching else (time.monotonic() - state["solo_since"]
+                                                       if state["solo_since"] else 0.0)
 
     @asynccontextmanager
     async def lifespan(_app):
+        pool.start()  # decoders up before the first request (/ready reports them)
         yield
+        state["draining"] = True  # uvicorn has stopped accepting; requests in flight finish (serve.drain_s)
         pool.close(), batcher.close(), log.close()
 
     app = FastAPI(title="deepfake-detector", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan)
-    app.mount("/static/swagger", StaticFiles(directory=str(swagger_ui_path)), name="swagger")
+    app.openapi = lambda: _openapi(app, __version__, keys is not None)
+    app.mount("/static/docs", StaticFiles(directory=str(files("fastapi_offline") / "static")), name="docs-assets")
+    for name, doc, fn in (("dfd_inflight_requests", "/predict requests in flight", lambda: guard.inflight),
+                          ("dfd_decode_queue", "Images waiting for a decoder", lambda: pool.waiting),
+                          ("dfd_model_queue", "Images waiting for the model", batcher.depth),
+                          ("dfd_decoders_alive", "Decode processes up", pool.alive),
+                          ("dfd_process_resident_bytes", "Resident memory of the server process", _rss_bytes)):
+        m["gauge"](name, doc, fn)
 
-    def error(status: int, message: str) -> JSONResponse:
-        return JSONResponse(status_code=status, content={"error": message})
+    def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+        return JSONResponse(status_code=status, content={"error": message}, headers=headers)
 
     @app.get("/health")
     async def health() -> dict:
         return {"status": "ok", "model_version": detector.version}
+
+    @app.get("/ready")
+    async def ready() -> JSONResponse:
+        checks = {"decoders": f"{pool.alive()} of {pool.n} up",
+                  "model": f"a call has run {model_busy_for():.1f} s" if model_busy_for() > s.model_timeout_s
+                  else "ok", "draining": state["draining"]}
+        ok = pool.alive() > 0 and checks["model"] == "ok" and not state["draining"]
+        return JSONResponse(status_code=200 if ok else 503, content={"ready": ok, **checks})
 
     @app.get("/model")
     def model_info() -> dict:
@@ -234,66 +246,110 @@ def create_app(detector, s: ServeParams, request_log: str | Path | None = None, 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
         return get_swagger_ui_html(openapi_url="/openapi.json", title="deepfake-detector API",
-                                   swagger_js_url="/static/swagger/swagger-ui-bundle.js",
-                                   swagger_css_url="/static/swagger/swagger-ui.css",
-                                   swagger_favicon_url="/static/swagger/favicon-32x32.png")
-
-    def headers_of(data: bytes) -> tuple[int, str | None]:
-        """(header pixels, None) or (0, refusal): the header only, nothing decoded."""
-        try:
-            with open_image(io.BytesIO(data), limits) as img:
-                return img.width * img.height, None
-        except ImageRefused as exc:
-            return 0, exc
+                                   swagger_js_url="/static/docs/swagger-ui-bundle.js",
+                                   swagger_css_url="/static/docs/swagger-ui.css",
+                                   swagger_favicon_url="/static/docs/favicon.png",
+                                   swagger_ui_parameters={"persistAuthorization": False})
 
     @app.post("/predict")
     async def predict(request: Request):
         t0 = time.perf_counter()
-        response = await _predict(request)
-        m["requests"].labels("/predict", str(response.status_code)).inc()
+        body_read = asyncio.Event()
+        work = asyncio.ensure_future(_predict(request, body_read))
+        gone = asyncio.ensure_future(_disconnected(request, body_read))
+        body_in = asyncio.ensure_future(body_read.wait())
+        try:  # the body has its own deadline (Guard: body_timeout_s); the request's starts once it is in
+            await asyncio.wait({work, body_in}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({work, gone}, timeout=s.request_timeout_s,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the server gave up on this request (shutdown past serve.drain_s)
+            work.cancel(), gone.cancel()
+            raise
+        finally:
+            body_in.cancel()
+        if work not in done:
+            work.cancel()  # its decodes (workers replaced) and its images in the model queue are dropped
+            await asyncio.gather(work, return_exceptions=True)
+        gone.cancel()
+        if work in done:
+            response = work.result()
+        elif gone in done:
+            response = error(499, "the client disconnected")  # nobody reads it: for the access log and metrics
+        else:
+            response = error(504, f"the request took longer than serve.request_timeout_s ({s.request_timeout_s:g} s)")
         m["latency"].observe(time.perf_counter() - t0)
         return response
 
-    async def _predict(request: Request) -> JSONResponse:
+    async def _disconnected(request: Request, body_read: asyncio.Event) -> None:
+        await body_read.wait()  # the parser owns receive() until the body is in
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    async def _predict(request: Request, body_read: asyncio.Event) -> JSONResponse:
         try:
-            form = await request.form(max_files=s.max_files)
+            form = await Parser(request.headers, request.stream(), max_files=s.max_files, max_fields=s.max_files).parse()
+        except BodyRefused as exc:  # the rest of the body is never read: the connection closes after the answer
+            return error(exc.status, str(exc), {"Connection": "close"})
         except Exception as exc:  # noqa: BLE001 - starlette's parser errors (too many files/fields, bad body)
-            if "Too many files" in str(getattr(exc, "detail", exc)):
+            if "Too many files" in str(getattr(exc, "message", exc)):
                 return error(413, f"more than {s.max_files} files in one request; at most {s.max_files}")
             return error(400, "unreadable multipart body: send multipart/form-data with `files` fields")
+        body_read.set()
+        try:
+            return await _score_form(request, form)
+        except Overloaded as exc:
+            return error(503, str(exc), {"Retry-After": "1"})
+        finally:
+            await form.close()
+
+    async def _score_form(request: Request, form) -> JSONResponse:
         uploads = [v for k, v in form.multi_items() if k in ("files", "file") and hasattr(v, "read")]
         if not uploads:
             return error(422, "no files: send one or more multipart fields named `files`")
         key = request.scope.get("state", {}).get("key_name")
-        results, datas, pixels = [], [], 0
+        results = []
         for up in uploads:
-            data = await up.read()
-            kind = sniff(data[:16])
-            entry = {"filename": up.filename, "detected_type": kind.lower() if kind else None}
-            n, refused = headers_of(data)
-            if refused is not None:
-                entry.update(status=STATUS[refused.kind], error=str(refused))
-                m["refusals"].labels(refused.kind).inc()
-            pixels += n
-            results.append(entry)
-            datas.append(data)
+            await up.seek(0)
+            kind = sniff(await up.read(16))
+            results.append({"filename": up.filename, "detected_type": kind.lower() if kind else None})
+
+        async def read(i: int) -> bytes:
+            await uploads[i].seek(0)
+            return await uploads[i].read()
+
+        def refuse(i: int, exc: Exception) -> None:
+            if isinstance(exc, ImageRefused):
+                status, reason = STATUS[exc.kind], exc.kind
+            else:
+                status, reason = {DecodeTimeout: (503, "timeout"), DecodeCrashed: (500, "crash")}[type(exc)]
+            results[i].update(status=status, error=str(exc))
+            m["refusals"].labels(reason).inc()
+
+        # each file's bytes are read from its spool only once a decode process is free for it
+        probed = await asyncio.gather(*(pool.probe(lambda i=i: read(i)) for i in range(len(uploads))),
+                                      return_exceptions=True)
+        pixels = 0
+        for i, out in enumerate(probed):
+            if isinstance(out, (ImageRefused, DecodeTimeout, DecodeCrashed)):
+                refuse(i, out)
+            elif isinstance(out, BaseException):
+                raise out
+            else:
+                pixels += out
         if pixels > s.max_request_pixels:
             m["refusals"].labels("request_pixels").inc()
             return error(413, f"the files of this request hold {pixels} pixels together, over "
                               f"serve.max_request_pixels ({s.max_request_pixels}): send fewer or smaller images")
         todo = [i for i, r in enumerate(results) if "status" not in r]
-        decoded = await asyncio.gather(*(pool.decode(datas[i]) for i in todo), return_exceptions=True)
+
+        decoded = await asyncio.gather(*(pool.decode(lambda i=i: read(i)) for i in todo), return_exceptions=True)
         images, rows = [], []  # rows: (file index, its Decoded); images: every face crop of every file
         for i, out in zip(todo, decoded):
-            if isinstance(out, (ImageRefused, DecodeTimeout)):
-                status, reason = (503, "timeout") if isinstance(out, DecodeTimeout) else (STATUS[out.kind], out.kind)
-                results[i].update(status=status, error=str(out))
-                m["refusals"].labels(reason).inc()
+            if isinstance(out, (ImageRefused, DecodeTimeout, DecodeCrashed)):
+                refuse(i, out)
             elif isinstance(out, BaseException):
                 raise out
             else:
-                import torch
-
                 images += [torch.from_numpy(c.copy()).permute(2, 0, 1) for c in out.crops]
                 rows.append((i, out))
         scored, k = (await score(images) if images else []), 0
@@ -305,7 +361,8 @@ def create_app(detector, s: ServeParams, request_log: str | Path | None = None, 
             answer["face_status"] = answer.pop("status")  # ok | no_face; `status` is the file's HTTP status
             answer.pop("source", None)
             results[i].update({**answer, "status": 200})
-            log.write(datas[i], results[i], key)
+            if log.logger is not None:
+                log.write(await read(i), results[i], key)
         for r in results:
             m["images"].labels(str(r["status"])).inc()
         status = 200 if rows else max(r["status"] for r in results)
@@ -314,4 +371,6 @@ def create_app(detector, s: ServeParams, request_log: str | Path | None = None, 
             body["error"] = results[0]["error"]
         return JSONResponse(status_code=status, content=body)
 
-    return Guard(app, int(s.max_upload_mb * 2**20), tuple(s.allowed_origins), keys)
+    guard = Guard(app, s, keys, OPEN_PATHS, {"/predict"},
+                  on_status=lambda route, status: m["requests"].labels(route, str(status)).inc())
+    return guard
