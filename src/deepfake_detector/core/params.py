@@ -13,6 +13,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from . import param_reads
+
 
 @dataclass(frozen=True)
 class DecodeLimits:
@@ -24,7 +26,7 @@ class DecodeLimits:
     formats: tuple[str, ...]
 
 
-class _Strict(BaseModel):
+class _Strict(param_reads.Recorded, BaseModel):  # reads recorded: what a stage depends on
     """Every field is required: values live only in params.yaml (a missing key is an error naming it);
     the schema holds types, bounds and what each setting means."""
 
@@ -286,6 +288,10 @@ class Params(_Strict):
 
     @model_validator(mode="after")
     def _sizes_fit_the_networks(self) -> "Params":
+        with param_reads.paused():  # the schema's cross-checks are not a stage's reads
+            return self._check_sizes()
+
+    def _check_sizes(self) -> "Params":
         if self.model.backbone == "efficientnet_lite0" and self.train.image_size % 32:
             raise ValueError(f"train.image_size must be a multiple of 32 for efficientnet_lite0, "
                              f"got {self.train.image_size}")
@@ -295,6 +301,9 @@ class Params(_Strict):
         if self.model.pretrained is None and self.train.freeze_blocks:
             raise ValueError("train.freeze_blocks needs model.pretrained (frozen random weights learn nothing)")
         return self
+
+
+param_reads.register(Params)
 
 
 class ParamsError(ValueError):

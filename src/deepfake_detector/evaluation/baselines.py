@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..core.images import DecodeLimits
 from ..core.metrics import binary_metrics, choose_threshold
+from ..core.param_reads import snapshot
 from ..core.params import Params, merge
 from ..model.scoring import ProbeScorer, SpectrumScorer, spectrum_features
 from ..core.splits_io import read_split, write_seen
@@ -43,7 +44,7 @@ def cnn_baselines(p: Params) -> dict[str, dict]:
 
 def _override(p: Params, patch: dict) -> Params:
     """p with a baseline's patch deep-merged (params.merge, as load_params applies overrides)."""
-    return Params.model_validate(merge(p.model_dump(by_alias=True), patch))
+    return Params.model_validate(merge(snapshot(p), patch))  # the variant's own reads are recorded
 
 
 def train_lr(splits_dir: Path, out_dir: Path, size: int, seed: int, kind: str, limits: DecodeLimits,

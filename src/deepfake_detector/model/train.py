@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from ..core.metrics import binary_metrics, calibrated, choose_threshold, fit_platt
 from ..core.faces import face_column
+from ..core.param_reads import snapshot
 from ..core.params import Params
 from ..core.splits_io import read_split, split_version, write_seen
 from .augment import augment, jpeg_cpu
@@ -346,7 +347,7 @@ def train(splits_dir: str | Path, model_dir: str | Path, report_dir: str | Path,
                           balanced=data.row_weights is not None)
         t1 = time.perf_counter()
         state, timings = fit(p, data, nets, model_dir, ckpt_dir, report_dir, d, resume, stop_after, progress,
-                             run_fingerprint(p.model_dump(by_alias=True), data_version), seen)
+                             run_fingerprint(snapshot(p), data_version), seen)
         fit_s = time.perf_counter() - t1
     finally:
         teardown(d)
@@ -371,7 +372,7 @@ def train(splits_dir: str | Path, model_dir: str | Path, report_dir: str | Path,
     card = {
         "model": f"hybrid {p.model.backbone} GAN discriminator", "positive_class": "fake",
         "data_version": {"train_val_sha256": data_version},  # what this model was trained on
-        "params": p.model_dump(by_alias=True),
+        "params": snapshot(p),  # a record of the settings, not a read (core/param_reads.py)
         "class_weights": nets.class_weights, "best_epoch": state.best_epoch,
         "calibration": {"method": "platt (fitted on val logits)",  # the best epoch's, as saved (also on resume)
                         **safe_load(model_dir / "detector.pt")["calibration"]},
