@@ -20,7 +20,7 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from conftest import LIMITS
-from test_serve import Server, _app, _flat_png, _jpeg, gated_model
+from test_serve import Server, _app, _flat_png, _jpeg, gated_model, health_while
 
 
 def _raw(port: int, head: bytes, body: bytes = b"") -> socket.socket:
@@ -189,15 +189,9 @@ def _ztxt_bomb() -> bytes:
 def test_zTXt_bombs_are_parsed_in_the_decoders_and_health_keeps_answering(prepared):
     bomb = _ztxt_bomb()
     assert len(bomb) < 200_000  # small on the wire
-    with Server(_app(prepared)) as srv, ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(httpx.post, f"{srv.url}/predict", timeout=120,
-                              files=[("files", (f"{i}.png", bomb)) for i in range(16)])
-        waits = []
-        while not pending.done():
-            h0 = time.perf_counter()
-            assert httpx.get(f"{srv.url}/health", timeout=5).status_code == 200
-            waits.append(time.perf_counter() - h0)
-        r = pending.result()
+    with Server(_app(prepared)) as srv:
+        r, waits = health_while(srv.url, lambda: httpx.post(f"{srv.url}/predict", timeout=120, files=[
+            ("files", (f"{i}.png", bomb)) for i in range(16)]))
         # typically a few ms; the margin is for a loaded CI host (benchmarks/load_test.py --soak measures it)
         assert waits and max(waits) < 0.5, sorted(waits)[-5:]
     # refused once 4 MB of text is inflated (~20 ms a file), not after all 63 MB (~0.3 s)
