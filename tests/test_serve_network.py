@@ -244,9 +244,8 @@ def test_a_crashed_decoder_is_reported_as_a_crash_and_a_failed_respawn_is_retrie
                 return real(*args)
 
             monkeypatch.setattr(decodepool, "_Worker", flaky)
-            pool._retire(pool._all[0])  # its replacement fails three times in a row: an empty slot ...
-            pool._idle = asyncio.Queue()
-            pool._idle.put_nowait(pool._spawn())
+            pool._idle = asyncio.Queue()  # its replacement fails three times in a row: an empty slot ...
+            pool._idle.put_nowait(pool._replace(pool._all[0]))
             assert pool._idle.qsize() == 1 and pool.alive() == 0
             out = await pool.decode(_jpeg(6, size=64))  # ... that the next call starts again
             assert out.crops.shape[1:] == (64, 64, 3) and pool.alive() == 1

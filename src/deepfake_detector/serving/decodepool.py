@@ -13,8 +13,8 @@ request deadline), kills its worker; a worker that dies on its own is reported a
 (SIGKILL: most often the kernel's out-of-memory killer). A killed worker is replaced at once; a replacement that
 fails to start leaves an empty slot that the next call starts again (`alive()` says how many are up: /ready).
 At most `max_waiting` calls wait for a worker; more are refused (Overloaded) rather than queued without bound.
-Workers are started by `start()` or the first call (forkserver: they do not inherit the server's threads) and import Pillow, numpy,
-OpenCV and dlib, never torch.
+Workers are started by `start()` or the first call (forkserver: they do not inherit the server's threads) and
+import Pillow, numpy, OpenCV and dlib, never torch.
 """
 
 from __future__ import annotations
@@ -125,7 +125,6 @@ class DecodePool:
         self._idle: asyncio.Queue[_Worker | None] | None = None
         self._all: list[_Worker] = []
         self.waiting = 0  # calls waiting for a worker (the /metrics queue depth)
-        self.spawn_errors = 0
         self._ctx = multiprocessing.get_context("forkserver")
 
     def _spawn(self) -> _Worker | None:
@@ -134,7 +133,6 @@ class DecodePool:
             try:
                 worker = _Worker(self._ctx, self.limits, self.size, self.crop, self.faces)
             except OSError:  # EAGAIN, ENOMEM: fork limits under pressure
-                self.spawn_errors += 1
                 continue
             self._all.append(worker)
             return worker
@@ -156,10 +154,12 @@ class DecodePool:
         """Workers up (started lazily: before the first call, all n count as up)."""
         return self.n if self._idle is None else sum(w.proc.is_alive() for w in self._all)
 
-    def _retire(self, worker: _Worker) -> None:
+    def _replace(self, worker: _Worker) -> _Worker | None:
+        """Kill a worker that was mid-call (or dead) and start its successor (None: an empty slot)."""
         worker.kill()
         if worker in self._all:
             self._all.remove(worker)
+        return self._spawn()
 
     async def _call(self, op: bytes, data: bytes | Callable[[], Awaitable[bytes]]):
         idle = self._start()
@@ -171,28 +171,28 @@ class DecodePool:
         finally:
             self.waiting -= 1
         loop = asyncio.get_running_loop()
-        try:
+        try:  # nothing sent yet: whatever fails here (no worker starts, the spool cannot be read) leaves it as it was
             if worker is None:  # an empty slot: a replacement that did not start
                 worker = await loop.run_in_executor(None, self._spawn)
                 if worker is None:
                     raise Overloaded("no decoder process could be started; retry shortly")
             if callable(data):
                 data = await data()
+        except BaseException:
+            idle.put_nowait(worker)
+            raise
+        try:
             reply = await asyncio.wait_for(loop.run_in_executor(None, worker.call, op, data), self.timeout_s)
         except asyncio.TimeoutError:
-            self._retire(worker)
-            worker = await loop.run_in_executor(None, self._spawn)
+            worker = await loop.run_in_executor(None, self._replace, worker)
             raise DecodeTimeout(f"decoding took longer than serve.decode_timeout_s ({self.timeout_s:g} s): "
                                 "abandoned") from None
         except (EOFError, OSError):
             why = worker.died_of()
-            self._retire(worker)
-            worker = await loop.run_in_executor(None, self._spawn)
+            worker = await loop.run_in_executor(None, self._replace, worker)
             raise DecodeCrashed(f"the decoder process died ({why}) while decoding this file") from None
         except asyncio.CancelledError:  # the request is gone: its worker may be mid-call, so it is replaced
-            if worker is not None:
-                self._retire(worker)
-            worker = self._spawn()
+            worker = self._replace(worker)
             raise
         finally:
             idle.put_nowait(worker)

@@ -8,9 +8,8 @@ service replica starting) never sees half a file.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import os
+from pathlib import Path
 
 import numpy as np
 import torch

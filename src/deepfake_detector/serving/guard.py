@@ -154,8 +154,7 @@ class Guard:
                                (b"access-control-allow-headers", CORS_HEADERS.encode()),
                                (b"access-control-max-age", b"600")]
         declared = headers.get(b"content-length", b"0")
-        has_body = b"transfer-encoding" in headers or (declared.isdigit() and int(declared) > 0) or \
-            not declared.isdigit()
+        has_body = b"transfer-encoding" in headers or not declared.isdigit() or int(declared) > 0
         if path in self.open_paths:
             if method not in ("GET", "HEAD"):
                 return 405, f"{path} answers GET only", [(b"allow", b"GET, HEAD")]

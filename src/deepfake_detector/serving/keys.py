@@ -89,22 +89,21 @@ def revoke_key(path: str | Path, name: str) -> None:
 
 class KeyRing:
     """The keys of a running service: re-read when the file changes (inode, size, mtime or mode: one stat per
-    request, at most once per `check_s`). A file that becomes unreadable or too open keeps the last good keys and says so in `error`."""
+    request, at most once per `check_s`). A file that becomes unreadable or too open keeps the last good keys and
+    says so in `error`. `KeyRing.of({sha256: name})` is a fixed ring, read from no file."""
 
-    def __init__(self, path: str | Path, check_s: float = 0.0) -> None:
-        self.path, self.check_s = Path(path), check_s
-        self.keys, self.error = load_keys(self.path), None
+    def __init__(self, path: str | Path | None, check_s: float = 0.0, keys: dict[str, str] | None = None) -> None:
+        self.path, self.check_s = (Path(path) if path is not None else None), check_s
+        self.keys, self.error = load_keys(self.path) if self.path is not None else dict(keys or {}), None
         self._stamp, self._checked = self._stat(), time.monotonic()
 
     @classmethod
     def of(cls, keys: dict[str, str]) -> "KeyRing":
-        """A fixed ring ({sha256: name}), read from no file."""
-        ring = cls.__new__(cls)
-        ring.path, ring.check_s, ring.keys, ring.error = None, float("inf"), dict(keys), None
-        ring._stamp, ring._checked = None, time.monotonic()
-        return ring
+        return cls(None, keys=keys)
 
     def _stat(self) -> tuple | None:
+        if self.path is None:
+            return None
         try:
             st = self.path.stat()
         except OSError:

@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import logging.handlers
+import os
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -115,8 +116,6 @@ def _metrics(registry, version: str, backend: str):
 def _rss_bytes() -> float:
     """This process's resident memory (Linux /proc; 0 elsewhere)."""
     try:
-        import os
-
         return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return 0.0
@@ -229,10 +228,11 @@ def create_app(detector, s: ServeParams, request_log: str | Path | None = None, 
 
     @app.get("/ready")
     async def ready() -> JSONResponse:
-        checks = {"decoders": f"{pool.alive()} of {pool.n} up",
-                  "model": f"a call has run {model_busy_for():.1f} s" if model_busy_for() > s.model_timeout_s
-                  else "ok", "draining": state["draining"]}
-        ok = pool.alive() > 0 and checks["model"] == "ok" and not state["draining"]
+        alive, busy = pool.alive(), model_busy_for()
+        checks = {"decoders": f"{alive} of {pool.n} up",
+                  "model": f"a call has run {busy:.1f} s" if busy > s.model_timeout_s else "ok",
+                  "draining": state["draining"]}
+        ok = alive > 0 and checks["model"] == "ok" and not state["draining"]
         return JSONResponse(status_code=200 if ok else 503, content={"ready": ok, **checks})
 
     @app.get("/model")
@@ -317,25 +317,24 @@ def create_app(detector, s: ServeParams, request_log: str | Path | None = None, 
             await uploads[i].seek(0)
             return await uploads[i].read()
 
-        def refuse(i: int, exc: Exception) -> None:
-            if isinstance(exc, ImageRefused):
-                status, reason = STATUS[exc.kind], exc.kind
+        def kept(i: int, out) -> bool:
+            """A decode process's answer for file i: True for a result; a refusal is that file's status."""
+            if isinstance(out, ImageRefused):
+                status, reason = STATUS[out.kind], out.kind
+            elif isinstance(out, (DecodeTimeout, DecodeCrashed)):
+                status, reason = (503, "timeout") if isinstance(out, DecodeTimeout) else (500, "crash")
+            elif isinstance(out, BaseException):
+                raise out
             else:
-                status, reason = {DecodeTimeout: (503, "timeout"), DecodeCrashed: (500, "crash")}[type(exc)]
-            results[i].update(status=status, error=str(exc))
+                return True
+            results[i].update(status=status, error=str(out))
             m["refusals"].labels(reason).inc()
+            return False
 
         # each file's bytes are read from its spool only once a decode process is free for it
         probed = await asyncio.gather(*(pool.probe(lambda i=i: read(i)) for i in range(len(uploads))),
                                       return_exceptions=True)
-        pixels = 0
-        for i, out in enumerate(probed):
-            if isinstance(out, (ImageRefused, DecodeTimeout, DecodeCrashed)):
-                refuse(i, out)
-            elif isinstance(out, BaseException):
-                raise out
-            else:
-                pixels += out
+        pixels = sum(out for i, out in enumerate(probed) if kept(i, out))
         if pixels > s.max_request_pixels:
             m["refusals"].labels("request_pixels").inc()
             return error(413, f"the files of this request hold {pixels} pixels together, over "
@@ -345,11 +344,7 @@ def create_app(detector, s: ServeParams, request_log: str | Path | None = None, 
         decoded = await asyncio.gather(*(pool.decode(lambda i=i: read(i)) for i in todo), return_exceptions=True)
         images, rows = [], []  # rows: (file index, its Decoded); images: every face crop of every file
         for i, out in zip(todo, decoded):
-            if isinstance(out, (ImageRefused, DecodeTimeout, DecodeCrashed)):
-                refuse(i, out)
-            elif isinstance(out, BaseException):
-                raise out
-            else:
+            if kept(i, out):
                 images += [torch.from_numpy(c.copy()).permute(2, 0, 1) for c in out.crops]
                 rows.append((i, out))
         scored, k = (await score(images) if images else []), 0
